@@ -1,0 +1,84 @@
+"""Shared fixtures: one real PostgreSQL per test session (embedded, or TEST_DATABASE_URL), seeded small.
+
+TEST_DATABASE_URL must point at a database the tests may overwrite: they (re)create the points table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from streaming_api import config
+from streaming_api.app import create_app
+from streaming_api.auth import load_keys, mint_token
+from streaming_api.config import Settings
+from streaming_api.db import seed
+from streaming_api.embedded import EmbeddedPostgres
+
+# Not a multiple of the page size, and past several of the every-101st rows that need escaping.
+ROWS = 2_345
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL for the whole session, its points table seeded with ROWS rows."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    embedded = None
+    if not url:
+        embedded = EmbeddedPostgres(tmp_path_factory.mktemp("db"))
+        url = embedded.start()
+    asyncio.run(_seed(url, ROWS))
+    try:
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _seed(url: str, rows: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await seed(conn, rows)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def jwt_secret() -> str:
+    return secrets.token_hex(32)
+
+
+@pytest.fixture
+def settings(database_url: str, jwt_secret: str, tmp_path: Path) -> Settings:
+    return config.build(
+        {
+            "database_url": database_url,
+            "data_dir": str(tmp_path / "data"),
+            "jwt_secret": jwt_secret,
+            "rows": ROWS,
+            "pool_min_size": 1,
+            "pool_max_size": 4,
+        }
+    )
+
+
+@pytest.fixture
+def token(settings: Settings) -> str:
+    return mint_token(load_keys(settings), subject="test", ttl=600)
+
+
+@pytest.fixture
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"JWT {token}"}
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings) -> AsyncIterator[TestClient]:
+    yield await aiohttp_client(create_app(settings))
