@@ -1,0 +1,171 @@
+"""Reading the service's bodies back: incremental parsers for every format, and body verification.
+
+Shared by the Python client (rows as they arrive), the benchmark and the tests (is a body whole?).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .db import COLUMNS
+
+Row = dict[str, Any] | list[str]
+
+
+class BodyError(ValueError):
+    """The body is malformed or incomplete (truncated line, unclosed array, missing header...)."""
+
+
+class RowParser:
+    """Feed bytes as they arrive; get complete rows back. close() says whether the body was whole.
+
+    ndjson and json give dicts; csv and text give lists of strings (the header is checked, not returned).
+    """
+
+    def __init__(self, fmt: str) -> None:
+        if fmt not in ("ndjson", "json", "csv", "text"):
+            raise ValueError(f"unknown format {fmt!r}")
+        self.format = fmt
+        self._bytes = b""
+        self._text = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._json = json.JSONDecoder()
+        # json: "open" before "[", "first" right after it, then "value" / "comma", "done" after "]".
+        self._json_state = "open"
+        self._header_seen = False
+
+    def feed(self, data: bytes) -> list[Row]:
+        if self.format == "ndjson":
+            return self._feed_ndjson(data)
+        try:
+            self._text += self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            raise BodyError(f"invalid UTF-8: {exc}") from None
+        return self._feed_json() if self.format == "json" else self._feed_csv()
+
+    def close(self) -> list[Row]:
+        """Rows still buffered; BodyError if the body ended early or is malformed."""
+        if self.format == "ndjson":
+            if self._bytes:
+                raise BodyError("truncated last line (no newline at the end)")
+            return []
+        try:
+            self._text += self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise BodyError(f"body ends inside a UTF-8 sequence: {exc}") from None
+        if self.format == "json":
+            rows = self._feed_json()
+            if self._json_state != "done":
+                raise BodyError("JSON array is not closed")
+            if self._text.strip():
+                raise BodyError("data after the end of the JSON array")
+            return rows
+        rows = self._feed_csv()
+        if self._text:
+            raise BodyError("truncated last CSV record (no newline at the end)")
+        if not self._header_seen:
+            raise BodyError("CSV header missing")
+        return rows
+
+    def _feed_ndjson(self, data: bytes) -> list[Row]:
+        self._bytes += data
+        *lines, self._bytes = self._bytes.split(b"\n")
+        try:
+            rows = [json.loads(line) for line in lines]
+        except ValueError as exc:
+            raise BodyError(f"bad NDJSON line: {exc}") from None
+        if any(not isinstance(r, dict) for r in rows):
+            raise BodyError("NDJSON line is not an object")
+        return rows
+
+    def _feed_json(self) -> list[Row]:
+        text, pos, rows = self._text, 0, []
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n":
+                pos += 1
+            if pos == len(text) or self._json_state == "done":
+                break
+            char = text[pos]
+            if self._json_state == "open":
+                if char != "[":
+                    raise BodyError("JSON body does not start with '['")
+                self._json_state, pos = "first", pos + 1
+            elif self._json_state in ("comma", "first") and char == "]":
+                self._json_state, pos = "done", pos + 1
+            elif self._json_state == "comma" and char == ",":
+                self._json_state, pos = "value", pos + 1
+            elif self._json_state in ("value", "first"):
+                try:
+                    value, end = self._json.raw_decode(text, pos)
+                except json.JSONDecodeError:
+                    if char != "{":
+                        raise BodyError("JSON array holds something other than objects") from None
+                    break  # an object not complete yet: wait for more bytes
+                if not isinstance(value, dict):
+                    raise BodyError("JSON array holds something other than objects")
+                rows.append(value)
+                self._json_state, pos = "comma", end
+            else:
+                raise BodyError(f"unexpected {char!r} in JSON array")
+        self._text = text[pos:]
+        return rows
+
+    def _feed_csv(self) -> list[Row]:
+        text = self._text
+        # A record ends at a newline outside quotes: where the count of '"' so far is even.
+        end, quotes, search = 0, 0, 0
+        while True:
+            newline = text.find("\n", search)
+            if newline < 0:
+                break
+            quotes += text.count('"', search, newline)
+            search = newline + 1
+            if quotes % 2 == 0:
+                end = search
+        if end == 0:
+            return []
+        self._text = text[end:]
+        records = list(csv.reader(io.StringIO(text[:end], newline="")))
+        if not self._header_seen:
+            header, records = records[0], records[1:]
+            if tuple(header) != COLUMNS:
+                raise BodyError(f"unexpected CSV header {header!r}")
+            self._header_seen = True
+        return records
+
+
+def parse_body(fmt: str, body: bytes) -> list[Row]:
+    parser = RowParser(fmt)
+    return parser.feed(body) + parser.close()
+
+
+def row_id(row: Row) -> int:
+    try:
+        return int(row["id"] if isinstance(row, dict) else row[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise BodyError(f"row without a valid id: {str(row)[:80]}") from None
+
+
+def verify_ids(ids: Iterable[int], expected_rows: int | None, after_id: int = 0) -> int:
+    """Check ids run after_id+1, after_id+2, ... with no gap or repeat, and the count; return the count."""
+    count = 0
+    expected = after_id + 1
+    for row_id_ in ids:
+        if row_id_ != expected:
+            what = "duplicated or out of order" if row_id_ < expected else "missing"
+            raise BodyError(f"row {count + 1}: id {row_id_}, expected {expected} ({what} row)")
+        expected += 1
+        count += 1
+    if expected_rows is not None and count != expected_rows:
+        raise BodyError(f"{count} rows, expected {expected_rows}")
+    return count
+
+
+def verify_body(fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0) -> int:
+    """Parse a whole body and verify it; the row count, or BodyError saying what is wrong."""
+    return verify_ids((row_id(r) for r in parse_body(fmt, body)), expected_rows, after_id)
