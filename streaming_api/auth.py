@@ -95,7 +95,6 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ImmatureSignatureError, "token not yet valid (nbf or iat is in the future)"),
     (jwt.InvalidSignatureError, "bad signature"),
     (jwt.InvalidAlgorithmError, "token algorithm not allowed"),
-    (jwt.MissingRequiredClaimError, "token lacks a required claim (exp)"),
     (jwt.InvalidAudienceError, "wrong audience (aud)"),
     (jwt.InvalidIssuerError, "wrong issuer (iss)"),
     (jwt.InvalidIssuedAtError, "bad issued-at (iat)"),
@@ -132,6 +131,9 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
             leeway=keys.leeway,
             options={"require": ["exp"]},
         )
+    except jwt.MissingRequiredClaimError as exc:
+        # exp is always required, aud and iss when configured: name the one that is missing.
+        raise AuthError(f"token lacks the required claim {exc.claim}") from None
     except jwt.InvalidTokenError as exc:
         for kind, reason in _REASONS:
             if isinstance(exc, kind):

@@ -51,6 +51,20 @@ async def _seed(url: str, rows: int) -> None:
 
 
 @pytest.fixture(scope="session")
+def table_rows(database_url: str) -> list[dict]:
+    """Every row of the points table as asyncpg reads it directly, in id order: what bodies must equal."""
+    return asyncio.run(_fetch_rows(database_url))
+
+
+async def _fetch_rows(url: str) -> list[dict]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [dict(record) for record in await conn.fetch("SELECT * FROM points ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
 def jwt_secret() -> str:
     return secrets.token_hex(32)
 
