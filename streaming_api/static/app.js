@@ -1,0 +1,346 @@
+// See it stream: fetch /standard and /chunked, read each body with the Streams API, and plot every
+// row as it arrives. Drawing happens once per animation frame, never once per row.
+"use strict";
+
+const WIDTH = 1000; // x runs 0..999
+const HEIGHT = 500; // y runs 0..499 (1,000 rows per line, 500,000 rows fill the canvas)
+const TOKEN_KEY = "streaming_api.token";
+const SERIES_COLOURS = { standard: "#e8590c", chunked: "#1c7ed6" };
+// The value colour scale (viridis); style.css draws the same stops in the legend.
+const STOPS = [[0x44, 0x01, 0x54], [0x3b, 0x52, 0x8b], [0x21, 0x91, 0x8c], [0x5e, 0xc9, 0x62], [0xfd, 0xe7, 0x25]];
+const PALETTE = buildPalette(256);
+
+function buildPalette(size) {
+  // One RGBA pixel per entry, packed for a Uint32Array view of ImageData (little-endian: ABGR).
+  const palette = new Uint32Array(size);
+  for (let i = 0; i < size; i++) {
+    const at = (i / (size - 1)) * (STOPS.length - 1);
+    const low = Math.min(Math.floor(at), STOPS.length - 2);
+    const t = at - low;
+    const [r, g, b] = [0, 1, 2].map((c) => Math.round(STOPS[low][c] + (STOPS[low + 1][c] - STOPS[low][c]) * t));
+    palette[i] = (255 << 24) | (b << 16) | (g << 8) | r;
+  }
+  return palette;
+}
+
+function colourOf(value) {
+  const index = Math.floor((value / 100) * PALETTE.length);
+  return PALETTE[Math.max(0, Math.min(PALETTE.length - 1, index))];
+}
+
+// ---- token: from the URL fragment (never sent to the server) or the field; kept for this tab ----
+
+const tokenInput = document.getElementById("token");
+const limitInput = document.getElementById("limit");
+const pageSizeInput = document.getElementById("page-size");
+const message = document.getElementById("message");
+
+function loadToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const fromUrl = fragment.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    // Out of the address bar, so it is not bookmarked or shared by accident.
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+tokenInput.addEventListener("change", () => {
+  const token = tokenInput.value.trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+});
+
+function showMessage(html) {
+  message.innerHTML = html;
+  message.hidden = false;
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function showUnauthorized(detail) {
+  showMessage(
+    `The server refused the token: ${escapeHtml(detail)}. ` +
+      "Get one with <code>python run.py token</code> and paste it into the Token field, " +
+      "or open the link that <code>python run.py</code> prints when it starts.",
+  );
+}
+
+// ---- one panel: its canvas, its counters, its request ----
+
+class Panel {
+  constructor(section) {
+    this.section = section;
+    this.endpoint = section.dataset.endpoint;
+    this.canvas = section.querySelector("canvas");
+    this.context = this.canvas.getContext("2d");
+    this.image = this.context.createImageData(WIDTH, HEIGHT);
+    this.pixels = new Uint32Array(this.image.data.buffer);
+    this.counters = Object.fromEntries(
+      [...section.querySelectorAll("[data-counter]")].map((el) => [el.dataset.counter, el]),
+    );
+    this.status = section.querySelector(".status");
+    this.controller = null;
+    section.querySelector(".run").addEventListener("click", () => runPanels([this]));
+    this.reset();
+  }
+
+  reset() {
+    this.pixels.fill(0);
+    this.context.clearRect(0, 0, WIDTH, HEIGHT);
+    this.startedAt = null;
+    this.firstByteAt = null;
+    this.rivalRows = null;
+    this.finishedAt = null;
+    this.rows = 0;
+    this.bytes = 0;
+    this.dirtyFrom = HEIGHT;
+    this.dirtyTo = -1;
+    this.samples = [];
+    this.setState("idle", "idle");
+    this.updateCounters();
+  }
+
+  setState(state, text) {
+    this.section.dataset.state = state;
+    this.status.textContent = text;
+  }
+
+  url() {
+    const url = new URL(`/${this.endpoint}`, location.origin);
+    url.searchParams.set("format", "ndjson");
+    if (limitInput.value !== "") url.searchParams.set("limit", limitInput.value);
+    // /standard has no pages: it answers everything in one query, so it refuses page_size.
+    if (this.endpoint === "chunked" && pageSizeInput.value !== "") {
+      url.searchParams.set("page_size", pageSizeInput.value);
+    }
+    return url;
+  }
+
+  async run(startedAt) {
+    this.controller?.abort();
+    const controller = new AbortController();
+    this.controller = controller;
+    this.reset();
+    this.startedAt = startedAt;
+    this.samples.push([0, 0]);
+    this.setState("running", "waiting for the first byte…");
+    requestFrame();
+    const token = tokenInput.value.trim();
+    try {
+      const response = await fetch(this.url(), {
+        headers: token ? { Authorization: `JWT ${token}` } : {},
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        if (controller.signal.aborted) return;
+        this.refused(response.status, body.error || "error", body.detail || response.statusText);
+        return;
+      }
+      await this.read(response.body.getReader());
+      this.finish("done", `done: ${this.rows.toLocaleString()} rows`);
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      // A body cut short (a dropped connection, an aborted stream) lands here.
+      this.finish("error", `failed after ${this.rows.toLocaleString()} rows: ${error.message}`);
+    }
+  }
+
+  async read(reader) {
+    const decoder = new TextDecoder();
+    let partial = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (this.firstByteAt === null) {
+        this.firstByteAt = performance.now();
+        this.section.dataset.ttfbMs = (this.firstByteAt - this.startedAt).toFixed(1);
+        // What the other panel of the same run already had when this one saw its first byte.
+        this.rivalRows = panels.find((p) => p !== this && p.startedAt === this.startedAt)?.rows ?? null;
+        this.setState("running", "receiving…");
+      }
+      this.bytes += value.byteLength;
+      // Split on newlines; the last piece may be half a row: keep it for the next chunk.
+      const lines = (partial + decoder.decode(value, { stream: true })).split("\n");
+      partial = lines.pop();
+      for (const line of lines) {
+        if (line) this.plot(JSON.parse(line));
+      }
+    }
+    partial += decoder.decode();
+    if (partial) throw new Error("the body ended in the middle of a row");
+  }
+
+  plot(row) {
+    const x = Math.floor(row.x);
+    const y = Math.floor(row.y);
+    this.rows += 1;
+    if (x < 0 || x >= WIDTH || y < 0 || y >= HEIGHT) return;
+    this.pixels[y * WIDTH + x] = colourOf(row.value);
+    if (y < this.dirtyFrom) this.dirtyFrom = y;
+    if (y > this.dirtyTo) this.dirtyTo = y;
+  }
+
+  refused(status, error, detail) {
+    if (status === 401) showUnauthorized(detail);
+    this.finish("error", `${status} ${error}: ${detail}`);
+  }
+
+  finish(state, text) {
+    this.finishedAt = performance.now();
+    this.setState(state, text);
+    this.section.dataset.rows = String(this.rows);
+    this.draw(this.finishedAt);
+    requestFrame();
+  }
+
+  get running() {
+    return this.section.dataset.state === "running";
+  }
+
+  draw(now) {
+    if (this.dirtyTo >= this.dirtyFrom) {
+      // Only the lines that changed since the last frame go to the canvas.
+      this.context.putImageData(this.image, 0, 0, 0, this.dirtyFrom, WIDTH, this.dirtyTo - this.dirtyFrom + 1);
+      this.dirtyFrom = HEIGHT;
+      this.dirtyTo = -1;
+    }
+    if (this.startedAt !== null) this.samples.push([now - this.startedAt, this.rows]);
+    this.updateCounters(now);
+  }
+
+  updateCounters(now) {
+    const set = (name, text) => (this.counters[name].textContent = text);
+    if (this.startedAt === null) {
+      for (const name of Object.keys(this.counters)) set(name, "–");
+      return;
+    }
+    const end = this.finishedAt ?? now;
+    const seconds = (end - this.startedAt) / 1000;
+    set("ttfb", this.firstByteAt === null ? "–" : formatMs(this.firstByteAt - this.startedAt));
+    set("rows", this.rows.toLocaleString());
+    set("mb", (this.bytes / 1e6).toFixed(1));
+    set("elapsed", formatMs(end - this.startedAt));
+    set("rate", seconds > 0 && this.rows ? Math.round(this.rows / seconds).toLocaleString() : "–");
+  }
+}
+
+function formatMs(ms) {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+// ---- the timeline: rows received against time, both endpoints on one scale ----
+
+const timeline = document.getElementById("timeline");
+
+function drawTimeline() {
+  const ratio = window.devicePixelRatio || 1;
+  const width = timeline.clientWidth;
+  const height = timeline.clientHeight;
+  if (timeline.width !== Math.round(width * ratio) || timeline.height !== Math.round(height * ratio)) {
+    timeline.width = Math.round(width * ratio);
+    timeline.height = Math.round(height * ratio);
+  }
+  const ctx = timeline.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const series = panels.filter((p) => p.samples.length > 1);
+  const maxMs = Math.max(1, ...series.map((p) => p.samples[p.samples.length - 1][0]));
+  const maxRows = Math.max(1, ...series.map((p) => p.rows));
+  const left = 70, right = 16, top = 10, bottom = 24;
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  ctx.strokeStyle = "#d9dde3";
+  ctx.fillStyle = "#5f6673";
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.beginPath();
+  ctx.moveTo(left, top);
+  ctx.lineTo(left, top + plotH);
+  ctx.lineTo(left + plotW, top + plotH);
+  ctx.stroke();
+  ctx.textAlign = "right";
+  ctx.fillText(maxRows.toLocaleString(), left - 6, top + 10);
+  ctx.fillText("0", left - 6, top + plotH);
+  ctx.textAlign = "left";
+  ctx.fillText("0 s", left, top + plotH + 16);
+  ctx.textAlign = "right";
+  ctx.fillText(formatMs(maxMs), left + plotW, top + plotH + 16);
+  ctx.lineWidth = 2;
+  for (const panel of series) {
+    const point = ([ms, rows]) => [left + (ms / maxMs) * plotW, top + plotH - (rows / maxRows) * plotH];
+    ctx.strokeStyle = SERIES_COLOURS[panel.endpoint];
+    ctx.beginPath();
+    panel.samples.forEach((sample, i) => (i === 0 ? ctx.moveTo(...point(sample)) : ctx.lineTo(...point(sample))));
+    ctx.stroke();
+  }
+  // The legend, top left inside the plot.
+  ctx.textAlign = "left";
+  panels.forEach((panel, i) => {
+    const y = top + 8 + i * 18;
+    ctx.strokeStyle = ctx.fillStyle = SERIES_COLOURS[panel.endpoint];
+    ctx.beginPath();
+    ctx.moveTo(left + 12, y);
+    ctx.lineTo(left + 32, y);
+    ctx.stroke();
+    ctx.fillText(`/${panel.endpoint}`, left + 38, y + 4);
+  });
+  ctx.lineWidth = 1;
+  showVerdict();
+}
+
+const verdict = document.getElementById("verdict");
+
+function showVerdict() {
+  // Only for a "Run both" that has finished: which sent its first byte first, and how far ahead it was.
+  const [a, b] = panels;
+  const together = a.startedAt !== null && a.startedAt === b.startedAt;
+  if (!together || a.firstByteAt === null || b.firstByteAt === null || a.running || b.running) {
+    verdict.textContent = "";
+    return;
+  }
+  const [first, second] = a.firstByteAt <= b.firstByteAt ? [a, b] : [b, a];
+  const ttfb = (panel) => formatMs(panel.firstByteAt - panel.startedAt);
+  verdict.textContent =
+    `/${first.endpoint} had received ${(second.rivalRows ?? 0).toLocaleString()} rows ` +
+    `before /${second.endpoint} sent its first byte (first byte after ${ttfb(first)} vs ${ttfb(second)}).`;
+}
+
+// ---- one animation frame draws everything that changed ----
+
+const panels = [...document.querySelectorAll(".panel")].map((section) => new Panel(section));
+let frameRequested = false;
+
+function requestFrame() {
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(() => {
+    frameRequested = false;
+    const now = performance.now();
+    for (const panel of panels) {
+      if (panel.running) panel.draw(now);
+    }
+    drawTimeline();
+    if (panels.some((p) => p.running)) requestFrame();
+  });
+}
+
+function runPanels(which) {
+  message.hidden = true;
+  // One start time for all: "Run both" starts both requests in the same tick.
+  const startedAt = performance.now();
+  for (const panel of which) panel.run(startedAt);
+}
+
+document.getElementById("controls").addEventListener("submit", (event) => {
+  event.preventDefault();
+  runPanels(panels);
+});
+window.addEventListener("resize", drawTimeline);
+
+loadToken();
+drawTimeline();
