@@ -1,0 +1,86 @@
+"""The floor: PostgreSQL's own export of the same rows, read by asyncpg into a sink that discards them.
+
+`COPY (the same query) TO STDOUT` as CSV (the floor of csv and text), and as one row_to_json per line
+(the floor of ndjson and json; fixed, whatever rendering the service uses). The query is the
+one /standard runs: the points table, id > after_id, in id order, with the request's limit if any.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy import Text, cast, func, literal_column, select
+
+from ..db import compile_statement, points
+
+# Which floor an export format is compared with.
+FLOOR_OF_FORMAT = {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "text": "csv"}
+FLOOR_LABELS = {
+    "row_to_json": "COPY (SELECT row_to_json(...)) TO STDOUT",
+    "csv": "COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)",
+}
+
+
+@dataclass(frozen=True)
+class FloorRun:
+    kind: str
+    total_ms: float
+    first_byte_ms: float | None
+    bytes: int
+    rows: int
+    # CPU the bench process spent reading and discarding (asyncpg's share of the floor).
+    client_cpu_s: float
+
+
+def floor_query(kind: str, after_id: int = 0, limit: int | None = None) -> tuple[str, list]:
+    """The COPY source query for one floor, in asyncpg's $n form with its arguments."""
+    rows = select(*points.columns).where(points.c.id > after_id).order_by(points.c.id)
+    if limit is not None:
+        rows = rows.limit(limit)
+    if kind == "row_to_json":
+        page = rows.subquery("page")
+        rows = select(cast(func.row_to_json(literal_column(page.name)), Text)).select_from(page)
+    elif kind != "csv":
+        raise ValueError(f"unknown floor {kind!r}")
+    statement = compile_statement(rows)
+    return statement.sql, statement.args()
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    # The same session settings as the service's pool: timestamps render in UTC.
+    return await asyncpg.connect(url, server_settings={"application_name": "streaming_api_bench", "TimeZone": "UTC"})
+
+
+async def measure_floor(conn: asyncpg.Connection, kind: str, after_id: int = 0, limit: int | None = None) -> FloorRun:
+    sql, args = floor_query(kind, after_id, limit)
+    received = 0
+    first_at: float | None = None
+
+    async def discard(data: bytes) -> None:
+        nonlocal received, first_at
+        if first_at is None:
+            first_at = time.perf_counter()
+        received += len(data)
+
+    options = {"format": "csv", "header": True} if kind == "csv" else {}
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    status = await conn.copy_from_query(sql, *args, output=discard, **options)
+    finished = time.perf_counter()
+    cpu = time.process_time() - cpu_started
+    # The command tag is "COPY <rows>".
+    rows = int(status.split()[-1]) if status else 0
+    return FloorRun(
+        kind=kind,
+        total_ms=round((finished - started) * 1000, 3),
+        first_byte_ms=None if first_at is None else round((first_at - started) * 1000, 3),
+        bytes=received,
+        rows=rows,
+        client_cpu_s=round(cpu, 4),
+    )
+
+
+async def postgres_version(conn: asyncpg.Connection) -> str:
+    return await conn.fetchval("SHOW server_version")

@@ -1,0 +1,515 @@
+"""The bench's figures: statistics per group and level, the terminal table, the JSON document.
+
+Units: milliseconds for times, MB = 1,000,000 bytes for sizes and throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .floor import FLOOR_LABELS
+from .runner import BenchResult, GroupResult
+
+SCHEMA_VERSION = 1
+MB = 1e6
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linear between closest ranks; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return {
+        "median": statistics.median(values) if values else None,
+        "min": min(values) if values else None,
+        "max": max(values) if values else None,
+        "p95": percentile(values, 95),
+        "n": len(values),
+    }
+
+
+def _present(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def level_stats(group: GroupResult, concurrency: int) -> dict[str, Any] | None:
+    """Statistics of one group's measured (not warm-up) runs at one concurrency level."""
+    runs = [r for r in group.runs if r.concurrency == concurrency and not r.warmup]
+    if not runs:
+        return None
+    requests = [q for r in runs for q in r.requests]
+    verified = [q for q in requests if q.verified]
+    per_request_rows_per_s = [q.rows / (q.total_ms / 1000) for q in verified if q.rows and q.total_ms]
+    per_request_mb_per_s = [q.bytes / MB / (q.total_ms / 1000) for q in verified if q.total_ms]
+    stats: dict[str, Any] = {
+        "concurrency": concurrency,
+        "runs": len(runs),
+        "requests": len(requests),
+        "verified": len(verified),
+        "headers_ms": _spread(_present([q.headers_ms for q in verified])),
+        "first_byte_ms": _spread(_present([q.first_byte_ms for q in verified])),
+        "total_ms": _spread(_present([q.total_ms for q in verified])),
+        "bytes": statistics.median([q.bytes for q in verified]) if verified else None,
+        "rows_per_s": statistics.median(per_request_rows_per_s) if per_request_rows_per_s else None,
+        "mb_per_s": statistics.median(per_request_mb_per_s) if per_request_mb_per_s else None,
+        "aggregate_rows_per_s": _spread(_present([r.aggregate_rows_per_s for r in runs])),
+        "aggregate_mb_per_s": _spread(_present([r.aggregate_mb_per_s for r in runs])),
+        "wall_ms": _spread([r.wall_ms for r in runs]),
+        "client_cpu_s": _spread([r.client_cpu_s for r in runs]),
+        "client_cpu_share": _spread([r.client_cpu_share for r in runs]),
+        "server_cpu_s": _spread(_present([r.server_cpu_s for r in runs])),
+        "postgres_cpu_s": _spread(_present([r.postgres_cpu_s for r in runs])),
+        "rss_growth_per_request_bytes": _spread(_present([r.rss.get("growth_per_request_bytes") for r in runs])),
+        "rss_growth_bytes": _spread(_present([r.rss.get("growth_bytes") for r in runs])),
+        "rss_idle_bytes": _spread(_present([r.rss.get("idle_bytes") for r in runs])),
+        "server_timing_ms": {
+            name: _spread(_present([q.server_timing.get(name) for q in verified]))
+            for name in sorted({n for q in verified for n in q.server_timing})
+        },
+    }
+    metrics = [r.server_metrics for r in runs if r.server_metrics is not None]
+    if metrics:
+        stats["server_metrics"] = {
+            "rows": sum(m["rows"] for m in metrics),
+            "bytes": sum(m["bytes"] for m in metrics),
+            "requests_ok": sum(m["requests_ok"] for m in metrics),
+            "first_byte_mean_ms": _spread(_present([m["first_byte_mean_ms"] for m in metrics])),
+            "total_mean_ms": _spread(_present([m["total_mean_ms"] for m in metrics])),
+            "client_rows": sum(q.rows or 0 for q in verified),
+            "client_bytes": sum(q.bytes for q in verified),
+        }
+    latencies = [lat for r in runs if r.healthz for lat in r.healthz["latencies_ms"]]
+    if any(r.healthz for r in runs):
+        stats["healthz_ms"] = {
+            "n": len(latencies),
+            "errors": sum(r.healthz["errors"] for r in runs if r.healthz),
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "max": max(latencies) if latencies else None,
+        }
+    return stats
+
+
+def floor_stats(group: GroupResult) -> dict[str, Any] | None:
+    runs = [f for f in group.floor_runs if not f.warmup]
+    if not runs:
+        return None
+    totals = [f.total_ms for f in runs]
+    median_total = statistics.median(totals)
+    rows = runs[0].rows
+    return {
+        "kind": group.floor_kind,
+        "runs": len(runs),
+        "total_ms": _spread(totals),
+        "first_byte_ms": _spread(_present([f.first_byte_ms for f in runs])),
+        "bytes": runs[0].bytes,
+        "rows": rows,
+        "rows_per_s": rows / (median_total / 1000) if median_total else None,
+        "mb_per_s": runs[0].bytes / MB / (median_total / 1000) if median_total else None,
+        "client_cpu_s": _spread([f.client_cpu_s for f in runs]),
+        "postgres_cpu_s": _spread(_present([f.postgres_cpu_s for f in runs])),
+        "ok": all(f.ok for f in group.floor_runs),
+    }
+
+
+def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
+    by_level = {c: s for c in levels if (s := level_stats(group, c)) is not None}
+    floor = floor_stats(group)
+    ratio = None
+    one = by_level.get(1)
+    if floor and one and one["total_ms"]["median"] is not None:
+        ratio = one["total_ms"]["median"] / floor["total_ms"]["median"]
+    base = one["aggregate_rows_per_s"]["median"] if one else None
+    for stats in by_level.values():
+        agg = stats["aggregate_rows_per_s"]["median"]
+        stats["aggregate_vs_one_client"] = agg / base if agg is not None and base else None
+    return {
+        "rows": group.rows,
+        "format": group.format,
+        "endpoint": group.endpoint,
+        "floor": floor,
+        "floor_ratio": ratio,
+        "levels": {str(c): s for c, s in by_level.items()},
+        "skipped": group.skipped,
+    }
+
+
+def failures(result: BenchResult) -> list[str]:
+    """Every request that did not pass verification, and every floor run that returned a wrong count."""
+    found = []
+    for group in result.groups:
+        where = f"/{group.endpoint} {group.format} {group.rows or '?'} rows"
+        for run in group.runs:
+            for index, request in enumerate(run.requests):
+                if not request.verified:
+                    kind = "warm-up" if run.warmup else "run"
+                    found.append(f"{where} ×{run.concurrency} {kind}, client {index + 1}: {request.error}")
+        found.extend(
+            f"{where}: floor {f.kind} returned {f.rows:,} rows, expected {group.rows:,}"
+            for f in group.floor_runs
+            if not f.ok and group.rows is not None
+        )
+    return found
+
+
+def _levels(result: BenchResult) -> list[int]:
+    return sorted({run.concurrency for g in result.groups for run in g.runs})
+
+
+def headline(result: BenchResult, summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The figures the performance work is judged on, per size, named as the targets name them."""
+    levels = [c for c in _levels(result) if c > 1]
+    top = max(levels) if levels else None
+    figures: dict[str, dict[str, Any]] = {}
+
+    def find(rows: int | None, endpoint: str, fmt: str) -> dict[str, Any] | None:
+        return next((s for s in summaries if (s["rows"], s["endpoint"], s["format"]) == (rows, endpoint, fmt)), None)
+
+    for rows in dict.fromkeys(s["rows"] for s in summaries):
+        chunked = find(rows, "chunked", "ndjson")
+        one = chunked["levels"].get("1") if chunked else None
+        many = chunked["levels"].get(str(top)) if chunked and top else None
+        csv = find(rows, "chunked", "csv")
+        standard = find(rows, "standard", "ndjson")
+        growth = one["rss_growth_per_request_bytes"] if one else None
+        figures[str(rows)] = {
+            "chunked_ndjson_total_over_floor": chunked["floor_ratio"] if chunked else None,
+            "chunked_csv_total_over_floor": csv["floor_ratio"] if csv else None,
+            "chunked_first_byte_ms_1_client_median": one["first_byte_ms"]["median"] if one else None,
+            "top_concurrency": top,
+            "chunked_first_byte_ms_top_concurrency_p95": many["first_byte_ms"]["p95"] if many else None,
+            "chunked_rss_growth_mb_per_request_1_client_max": growth["max"] / MB
+            if growth and growth["max"] is not None
+            else None,
+            "chunked_aggregate_rows_per_s_top_over_1_client": many["aggregate_vs_one_client"] if many else None,
+            "chunked_top_concurrency_all_verified": (many["verified"] == many["requests"]) if many else None,
+            "healthz_p99_ms_during_top_concurrency_chunked": (
+                many["healthz_ms"]["p99"] if many and "healthz_ms" in many else None
+            ),
+            "standard_ndjson_total_over_floor": standard["floor_ratio"] if standard else None,
+        }
+    return figures
+
+
+def document(result: BenchResult) -> dict[str, Any]:
+    levels = _levels(result)
+    summaries = [group_summary(g, levels) for g in result.groups]
+    problems = failures(result)
+    return {
+        "schema": SCHEMA_VERSION,
+        "units": {"time": "ms unless the name says _s", "size": "bytes unless the name says mb (1,000,000 bytes)"},
+        **asdict(result),
+        "summary": summaries,
+        "headline": headline(result, summaries),
+        "failures": problems,
+        "ok": not problems,
+    }
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+# --- the terminal table ---------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _range(spread: dict[str, float | None]) -> str:
+    if spread["median"] is None:
+        return "-"
+    return f"{_ms(spread['median'])} ({_ms(spread['min'])}–{_ms(spread['max'])})"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [line(header).rstrip(), "  ".join("-" * w for w in widths), *(line(r).rstrip() for r in rows)]
+
+
+def _mb(nbytes: float | None) -> str:
+    return "-" if nbytes is None else f"{nbytes / MB:,.1f}"
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    machine, server, options = doc["machine"], doc["server"], doc["options"]
+    sizes = list(dict.fromkeys(s["rows"] for s in doc["summary"]))
+    size_text = ", ".join(f"{r:,}" if r else "the whole table" for r in sizes)
+    cores = machine["logical_cores"]
+    repeat = options["repeat"]
+    lines = [
+        f"streaming_api bench · {size_text} rows · {repeat} run{'s' if repeat != 1 else ''} per level after a "
+        f"warm-up · {machine['cpu_model'] or 'CPU'}, {cores} core{'s' if cores != 1 else ''} · "
+        f"PostgreSQL {machine['postgresql'] or '?'} · Python {machine['python']}"
+    ]
+    if server["owned"]:
+        settings = server.get("settings", {})
+        lines.append(
+            f"server: started by the bench, a fresh process per endpoint and format (page_size "
+            f"{settings.get('page_size')}, pool {settings.get('pool_min_size')}–{settings.get('pool_max_size')})"
+        )
+    else:
+        lines.append(f"server: {server['url']} (not started by the bench: its memory comes from its /metrics)")
+    lines.append(
+        f"load average (1 min): {machine['load_average_at_start'][0]} at start, "
+        f"{(machine['load_average_at_end'] or ['?'])[0]} at the end · times in ms · MB = 1,000,000 bytes"
+    )
+    return lines
+
+
+def _floor_table(groups: list[dict[str, Any]]) -> list[str]:
+    floors: dict[str, list[dict[str, Any]]] = {}
+    for s in groups:
+        if s["floor"]:
+            floors.setdefault(s["floor"]["kind"], []).append(s["floor"])
+    if not floors:
+        return []
+    table = []
+    for kind, found in floors.items():
+        totals = [f["total_ms"] for f in found]
+        median = statistics.median(t["median"] for t in totals)
+        table.append(
+            [
+                kind,
+                f"{_ms(median)} ({_ms(min(t['min'] for t in totals))}–{_ms(max(t['max'] for t in totals))})",
+                _ms(statistics.median(f["first_byte_ms"]["median"] or 0 for f in found)),
+                _num(found[0]["rows"] / (median / 1000), 0),
+                _num(found[0]["bytes"] / MB / (median / 1000)),
+                _num(statistics.median(f["client_cpu_s"]["median"] for f in found), 2),
+                _num(statistics.median(f["postgres_cpu_s"]["median"] or 0 for f in found), 2),
+                FLOOR_LABELS[kind],
+            ]
+        )
+    header = ["floor", "total (min–max)", "1st byte", "rows/s", "MB/s", "CPU s: asyncpg", "PostgreSQL", "query"]
+    return [
+        "The floor: PostgreSQL's own export of the same rows, read by asyncpg into a sink that discards them",
+        *_table(header, table, {1, 2, 3, 4, 5, 6}),
+        "",
+    ]
+
+
+def _main_table(groups: list[dict[str, Any]]) -> list[str]:
+    table = []
+    for s in groups:
+        for level, st in s["levels"].items():
+            c = int(level)
+            fb = st["first_byte_ms"]
+            growth = st["rss_growth_per_request_bytes"]
+            table.append(
+                [
+                    f"/{s['endpoint']}",
+                    s["format"],
+                    level,
+                    _ms(fb["median"]),
+                    _ms(fb["p95"]),
+                    _ms(fb["max"]),
+                    _range(st["total_ms"]),
+                    _num(s["floor_ratio"], 2) if c == 1 and s["floor_ratio"] else "",
+                    _num(st["aggregate_rows_per_s"]["median"] if c > 1 else st["rows_per_s"], 0),
+                    _num(st["aggregate_mb_per_s"]["median"] if c > 1 else st["mb_per_s"]),
+                    _num(st["aggregate_vs_one_client"], 2) if c > 1 else "",
+                    f"{_mb(growth['median'])} ({_mb(growth['max'])})" if growth["median"] is not None else "-",
+                    f"{st['verified']}/{st['requests']}",
+                ]
+            )
+        for skip in s["skipped"]:
+            table.append([f"/{s['endpoint']}", s["format"], str(skip["concurrency"]), "skipped (see notes)"])
+    width = 13
+    table = [row + [""] * (width - len(row)) for row in table]
+    header = [
+        "endpoint",
+        "format",
+        "clients",
+        "1st byte p50",
+        "p95",
+        "max",
+        "total median (min–max)",
+        "÷floor",
+        "rows/s",
+        "MB/s",
+        "÷1 client",
+        "RSS MB/req (max)",
+        "verified",
+    ]
+    return [
+        *_table(header, table, set(range(2, width))),
+        "1st byte: time to the first body byte. total: time to the last byte. ÷floor: median total ÷ the floor's "
+        "(one client).",
+        "rows/s, MB/s: one client's at 1 client; above, all clients' together, first request sent to last byte "
+        "received;",
+        "÷1 client: that aggregate ÷ one client's. RSS MB/req: server peak RSS over the freshly started server's, "
+        "÷ clients.",
+    ]
+
+
+def _server_table(groups: list[dict[str, Any]]) -> list[str]:
+    table = []
+    for s in groups:
+        for level, st in s["levels"].items():
+            metrics = st.get("server_metrics")
+            timing = st["server_timing_ms"]
+            agree = "-"
+            if metrics:
+                same = metrics["rows"] == metrics["client_rows"] and metrics["bytes"] == metrics["client_bytes"]
+                agree = "yes" if same else "NO"
+            table.append(
+                [
+                    f"/{s['endpoint']}",
+                    s["format"],
+                    level,
+                    _ms(st["headers_ms"]["median"]),
+                    _ms(metrics["first_byte_mean_ms"]["median"]) if metrics else "-",
+                    _ms(st["first_byte_ms"]["median"]),
+                    _ms(metrics["total_mean_ms"]["median"]) if metrics else "-",
+                    _ms(st["total_ms"]["median"]),
+                    _ms(timing["db"]["median"]) if "db" in timing else "-",
+                    agree,
+                    _num(st["server_cpu_s"]["median"], 2),
+                    _num(st["postgres_cpu_s"]["median"], 2),
+                    f"{_num(st['client_cpu_s']['median'], 2)} ({st['client_cpu_share']['median'] * 100:.0f}%)",
+                ]
+            )
+    header = [
+        "endpoint",
+        "format",
+        "clients",
+        "headers",
+        "1st byte srv",
+        "cli",
+        "total srv",
+        "cli",
+        "db",
+        "rows,bytes =",
+        "CPU s: server",
+        "PostgreSQL",
+        "client (of wall)",
+    ]
+    return [
+        "",
+        "The same requests as the server saw them (/metrics means, Server-Timing db), and the CPU used per run",
+        *_table(header, table, set(range(2, 13)) - {9}),
+        "srv: the server's own figure; cli: the client's. rows,bytes =: the server's /metrics count of rows and "
+        "bytes sent equals what the client received.",
+        "db: Server-Timing (for /chunked, its first page only). CPU: per run, from the kernel (the client's also "
+        "as a share of one core over the run).",
+    ]
+
+
+def _healthz_table(groups: list[dict[str, Any]]) -> list[str]:
+    healthz = [
+        [
+            f"/{s['endpoint']}",
+            s["format"],
+            level,
+            str(h["n"]),
+            _ms(h["p50"]),
+            _ms(h["p99"]),
+            _ms(h["max"]),
+            str(h["errors"]),
+        ]
+        for s in groups
+        for level, st in s["levels"].items()
+        if (h := st.get("healthz_ms"))
+    ]
+    if not healthz:
+        return []
+    return [
+        "",
+        "/healthz, asked every 10 ms on a connection of its own while the streams ran (ms)",
+        *_table(["endpoint", "format", "clients", "answers", "p50", "p99", "max", "errors"], healthz, set(range(2, 8))),
+    ]
+
+
+def _headline(doc: dict[str, Any]) -> list[str]:
+    out = ["", "Headline figures"]
+    for rows, figures in doc["headline"].items():
+        top = figures["top_concurrency"]
+        out.append(f"  {int(rows):,} rows:" if rows != "None" else "  whole table:")
+        lines = [
+            ("/chunked ndjson total ÷ COPY row_to_json floor", _num(figures["chunked_ndjson_total_over_floor"], 2)),
+            ("/chunked csv total ÷ COPY csv floor", _num(figures["chunked_csv_total_over_floor"], 2)),
+            ("/chunked first byte, 1 client, median ms", _ms(figures["chunked_first_byte_ms_1_client_median"])),
+            (
+                "/chunked server RSS growth per request, 1 client, max MB",
+                _num(figures["chunked_rss_growth_mb_per_request_1_client_max"]),
+            ),
+            ("/standard ndjson total ÷ COPY row_to_json floor", _num(figures["standard_ndjson_total_over_floor"], 2)),
+        ]
+        if top is not None:
+            lines[3:3] = [
+                (
+                    f"/chunked first byte, {top} clients, p95 ms",
+                    _ms(figures["chunked_first_byte_ms_top_concurrency_p95"]),
+                ),
+                (
+                    f"/chunked aggregate rows/s, {top} clients ÷ 1 client",
+                    _num(figures["chunked_aggregate_rows_per_s_top_over_1_client"], 2),
+                ),
+                (
+                    f"/healthz p99 ms while {top} /chunked streams run",
+                    _ms(figures["healthz_p99_ms_during_top_concurrency_chunked"]),
+                ),
+            ]
+        out.extend(f"    {name:<58} {value}" for name, value in lines)
+    return out
+
+
+def _verdict(doc: dict[str, Any]) -> list[str]:
+    verification = doc["verification"]
+    total = sum(len(run["requests"]) for g in doc["groups"] for run in g["runs"])
+    if doc["failures"]:
+        out = [f"VERIFICATION FAILED: {len(doc['failures'])} of {total} responses did not pass:"]
+        out.extend(f"  ✗ {problem}" for problem in doc["failures"][:20])
+        if len(doc["failures"]) > 20:
+            out.append(f"  ... and {len(doc['failures']) - 20} more (all of them in the JSON)")
+        return ["", *out]
+    return [
+        "",
+        f"Verified: all {total} bodies (warm-ups included) hold exactly the rows asked for, ids in order with none "
+        f"missing or repeated, well formed; {verification['parsed_in_full']} parsed in full, "
+        f"{verification['identical_to_a_parsed_body']} byte-identical (SHA-256) to one that was.",
+    ]
+
+
+def render(doc: dict[str, Any]) -> str:
+    out = _header(doc)
+    summaries = doc["summary"]
+    for rows in dict.fromkeys(s["rows"] for s in summaries):
+        groups = [s for s in summaries if s["rows"] == rows]
+        out.append("")
+        out.append(f"── {rows:,} rows ──" if rows else "── the whole table ──")
+        out.extend(_floor_table(groups))
+        out.extend(_main_table(groups))
+        out.extend(_server_table(groups))
+        out.extend(_healthz_table(groups))
+    out.extend(_headline(doc))
+    out.extend(_verdict(doc))
+    out.extend(f"Note: {note}" for note in doc["notes"])
+    return "\n".join(out)
