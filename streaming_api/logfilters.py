@@ -1,0 +1,52 @@
+"""Log filters `run.py serve` installs: one line instead of a traceback where the traceback is only noise,
+or where its message would quote request bytes (which may hold a token)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+
+def _one_line(record: logging.LogRecord, exc: BaseException, reason: str) -> None:
+    record.msg = f"{record.getMessage()}: {reason}"
+    record.args = None
+    record.exc_info = None
+    record.exc_text = None
+
+
+class TracebackToOneLine(logging.Filter):
+    """asyncpg's pool logs every failed reconnect during an outage with a traceback: keep one line and the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            _one_line(record, exc, f"{type(exc).__name__}: {exc}")
+        return True
+
+
+class UnparsableRequestToOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line too long...) with a traceback whose message
+    quotes the offending bytes: keep one warning with the status and the kind of problem, not the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            _one_line(record, exc, f"{exc.code} {type(exc).__name__}")
+            # The client sent something malformed: not an error of the server's.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+FILTERS: tuple[tuple[str, type[logging.Filter]], ...] = (
+    ("asyncpg.pool", TracebackToOneLine),
+    ("aiohttp.server", UnparsableRequestToOneLine),
+)
+
+
+def install() -> None:
+    """Add each filter to its logger once (calling this again adds nothing)."""
+    for name, kind in FILTERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
