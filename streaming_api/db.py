@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import heapq
+import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +23,11 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ClauseElement
 
@@ -70,45 +73,126 @@ def compile_statement(stmt: ClauseElement) -> Statement:
     return Statement(str(compiled), names, dict(compiled.params))
 
 
-def page_statement(render_line: Callable[[Any], Any], separator: str) -> Statement:
-    """One keyset page, rendered and joined by PostgreSQL: (rows, last_id, body as UTF-8 bytes).
+# The id range of the page a COPY exports, handed over in session settings: COPY takes no bound parameters.
+AFTER_ID_SETTING = "streaming_api.after_id"
+LAST_ID_SETTING = "streaming_api.last_id"
+MAX_ID = 2**63 - 1
 
-    The body comes back as bytea so asyncpg hands over bytes: no decode and re-encode in Python.
 
-    Parameters: after_id, and page_size (NULL means no limit, for /standard's single query).
-    """
-    page = (
-        select(*points.columns)
-        .where(points.c.id > bindparam("after_id", type_=BigInteger))
+def page_range_statement() -> Statement:
+    """Find the keyset page after after_id (its row count and last id, from the primary key index) and
+    store its id range in the session settings the page's COPY reads. Parameters: after_id, page_size."""
+    after_id = bindparam("after_id", type_=BigInteger)
+    ids = (
+        select(points.c.id)
+        .where(points.c.id > after_id)
         .order_by(points.c.id)
         .limit(bindparam("page_size", type_=BigInteger))
-        .subquery("page")
+        .subquery("ids")
     )
+    bounds = select(func.count().label("rows"), func.max(ids.c.id).label("last_id")).subquery("bounds")
     stmt = select(
-        func.count().label("rows"),
-        func.max(page.c.id).label("last_id"),
-        func.convert_to(func.string_agg(render_line(page), aggregate_order_by(separator, page.c.id)), "UTF8").label(
-            "body"
-        ),
-    ).select_from(page)
+        bounds.c.rows,
+        bounds.c.last_id,
+        func.set_config(AFTER_ID_SETTING, cast(after_id, Text), False),
+        func.set_config(LAST_ID_SETTING, cast(func.coalesce(bounds.c.last_id, after_id), Text), False),
+    )
     return compile_statement(stmt)
+
+
+def open_range_statement() -> Statement:
+    """Store the range "every id after after_id" for a COPY of all the rows left (/standard without limit)."""
+    stmt = select(
+        func.set_config(AFTER_ID_SETTING, cast(bindparam("after_id", type_=BigInteger), Text), False),
+        func.set_config(LAST_ID_SETTING, str(MAX_ID), False),
+    )
+    return compile_statement(stmt)
+
+
+def copy_page_sql(columns: Callable[[Any], list[Any]]) -> str:
+    """The query a page's COPY exports (asyncpg's copy_from_query wraps it in COPY ... TO STDOUT):
+    PostgreSQL writes the bytes itself, the fastest export it has. The id range comes from the session
+    settings set just before on the same connection."""
+    after_id = cast(func.current_setting(AFTER_ID_SETTING), BigInteger)
+    last_id = cast(func.current_setting(LAST_ID_SETTING), BigInteger)
+    query = select(*columns(points)).where(points.c.id > after_id, points.c.id <= last_id).order_by(points.c.id)
+    # Only constants of our own are inlined here (setting names, separators); no value from a request.
+    return str(query.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
 
 
 # --- pool -------------------------------------------------------------------------------------
 
 
-async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        # Output must not depend on the server's time zone: every format writes UTC.
-        server_settings={"application_name": "streaming_api", "TimeZone": "UTC"},
-    )
+async def create_pool(url: str, min_size: int, max_size: int, statement_timeout: float | None = None) -> asyncpg.Pool:
+    # Output must not depend on the server's time zone: every format writes UTC.
+    server_settings = {"application_name": "streaming_api", "TimeZone": "UTC"}
+    if statement_timeout is not None:
+        # Enforced by PostgreSQL itself, so a stuck query ends even if the client side is blocked.
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
+    return await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=server_settings)
 
 
-async def ping(pool: asyncpg.Pool, within_seconds: float = 2.0) -> None:
-    async with asyncio.timeout(within_seconds), pool.acquire() as conn:
+class Lanes:
+    """Pool connections handed out by priority: a stream's first page and /healthz go before the later
+    pages of streams already running, and a few connections are kept for them alone, so a new client's
+    first bytes (and a health check) never queue behind the streams already running."""
+
+    FIRST, LATER = 0, 1
+
+    def __init__(self, pool: asyncpg.Pool, capacity: int) -> None:
+        self.pool = pool
+        self._free = capacity
+        # Later pages may not take the last `_reserved` free connections.
+        self._reserved = capacity // 2
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        await self._take(priority)
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        finally:
+            self._free += 1
+            self._dispatch()
+
+    def _may_take(self, priority: int) -> bool:
+        return self._free > (0 if priority == self.FIRST else self._reserved)
+
+    async def _take(self, priority: int) -> None:
+        if not self._waiting and self._may_take(priority):
+            self._free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            # Still waiting: the cancelled future is skipped by _dispatch. Handed a connection just as we
+            # were cancelled: pass it on.
+            if not turn.cancelled():
+                self._free += 1
+                self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        """Hand free connections to the waiters, best priority first, as far as each may take one."""
+        while self._waiting:
+            priority, _, turn = self._waiting[0]
+            if turn.done():
+                heapq.heappop(self._waiting)
+                continue
+            if not self._may_take(priority):
+                return
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            turn.set_result(None)
+
+
+async def ping(lanes: Lanes, within_seconds: float = 2.0) -> None:
+    # First in line for a connection: a health check must not queue behind running exports.
+    async with asyncio.timeout(within_seconds), lanes.connection(Lanes.FIRST) as conn:
         await conn.fetchval("SELECT 1")
 
 
@@ -158,6 +242,8 @@ async def seed(
     async with conn.transaction():
         # Durability of a bulk reload is not worth a flush per commit; the load is all or nothing.
         await conn.execute("SET LOCAL synchronous_commit TO OFF")
+        # A bulk load of millions of rows is not a query to cut short by the service's statement_timeout.
+        await conn.execute("SET LOCAL statement_timeout TO 0")
         await conn.execute(f"TRUNCATE {points.name}")
         done = 0
         while done < rows:
@@ -179,3 +265,4 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 POOL = web.AppKey("pool", asyncpg.Pool)
+LANES = web.AppKey("lanes", Lanes)

@@ -6,19 +6,23 @@ Both endpoints run the same `encoded_chunks()`; they part ways only in what they
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 from multidict import MultiMapping
 
-from .db import Statement, page_statement
+from .db import DB_ERRORS, MAX_ID, Lanes, copy_page_sql, open_range_statement, page_range_statement
 from .formats import FORMATS, Format, negotiate
 from .instrumentation import RequestTiming
 
-MAX_ID = 2**63 - 1
+# Plain ASCII digits only: int() would also take " 1", "1_000" and other scripts' digits.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 class BadParameter(ValueError):
@@ -35,16 +39,17 @@ class Export:
     limit: int | None = None
     # Rows per query; None means all of them in one query (/standard).
     page_size: int | None = None
+    # A smaller first page (/chunked), so the first bytes leave sooner; None: page_size.
+    first_page_size: int | None = None
 
 
 def _int_param(query: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     raw = query.get(name)
     if raw is None:
         return None
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise BadParameter(name, f"must be an integer, got {raw[:40]!r}") from None
+    if not _INTEGER.fullmatch(raw):
+        raise BadParameter(name, f"must be an integer, got {raw[:40]!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise BadParameter(name, f"must be between {low:,} and {high:,}, got {value:,}")
     return value
@@ -56,6 +61,7 @@ def parse_export(
     allowed: set[str],
     default_page_size: int | None,
     max_page_size: int,
+    first_page_size: int | None = None,
 ) -> Export:
     """Validate the query string; every problem is a BadParameter naming the parameter.
 
@@ -80,6 +86,7 @@ def parse_export(
         after_id=_int_param(query, "after_id", 0, MAX_ID) or 0,
         limit=_int_param(query, "limit", 0, MAX_ID),
         page_size=page_size or default_page_size,
+        first_page_size=first_page_size or None,
     )
 
 
@@ -87,9 +94,8 @@ def parse_export(
 class Page:
     rows: int
     last_id: int
+    # PostgreSQL's COPY output for the page's rows.
     body: bytes
-    # True when no rows can follow (short page or limit reached); False when unknown.
-    is_last: bool
 
 
 @dataclass(frozen=True)
@@ -99,60 +105,150 @@ class Chunk:
 
 
 class PageQueries:
-    """The compiled page statement of every format, built once per application."""
+    """The statements an export runs, compiled once per application."""
 
     def __init__(self) -> None:
-        self._by_format = {name: page_statement(f.line, f.row_separator) for name, f in FORMATS.items()}
+        self.page_range = page_range_statement()
+        self.open_range = open_range_statement()
+        self._copy = {name: copy_page_sql(f.columns) for name, f in FORMATS.items()}
 
-    def __getitem__(self, fmt: Format) -> Statement:
-        return self._by_format[fmt.name]
+    def copy_sql(self, fmt: Format) -> str:
+        return self._copy[fmt.name]
 
 
-async def pages(pool: asyncpg.Pool, queries: PageQueries, export: Export, timing: RequestTiming) -> AsyncIterator[Page]:
-    """Keyset pages of rendered rows. A connection is held only while a page is fetched."""
-    statement = queries[export.format]
-    after_id = export.after_id
-    remaining = export.limit
-    while remaining is None or remaining > 0:
-        size = export.page_size if remaining is None else min(remaining, export.page_size or remaining)
-        started = time.perf_counter()
-        async with pool.acquire() as conn:
-            record = await conn.fetchrow(statement.sql, *statement.args(after_id=after_id, page_size=size))
+async def _fetch_page(
+    lanes: Lanes,
+    queries: PageQueries,
+    export: Export,
+    after_id: int,
+    size: int | None,
+    bounds: asyncio.Future[tuple[int, int]],
+    timing: RequestTiming,
+    priority: int,
+) -> Page:
+    """One page on one connection: find its id range (published through `bounds` at once, so the next
+    page can start), then COPY its rows. size None means every row after after_id, in one COPY."""
+    started = time.perf_counter()
+    try:
+        async with lanes.connection(priority) as conn:
+            if size is None:
+                await conn.fetchval(queries.open_range.sql, *queries.open_range.args(after_id=after_id))
+                rows, last_id = None, MAX_ID
+            else:
+                record = await conn.fetchrow(
+                    queries.page_range.sql, *queries.page_range.args(after_id=after_id, page_size=size)
+                )
+                rows, last_id = record["rows"], record["last_id"] or after_id
+            bounds.set_result((rows, last_id))
+            if rows == 0:
+                return Page(0, after_id, b"")
+            received: list[bytes] = []
+
+            async def keep(data: bytes) -> None:
+                received.append(data)
+
+            fmt = export.format
+            status = await conn.copy_from_query(queries.copy_sql(fmt), output=keep, **fmt.copy_options)
+    except BaseException as exc:
+        if not bounds.done():
+            bounds.set_exception(exc)
+            bounds.exception()  # the page's own task reports it; don't warn about it twice
+        raise
+    finally:
         timing.db_seconds += time.perf_counter() - started
-        rows = record["rows"]
-        if rows == 0:
-            return
-        if remaining is not None:
-            remaining -= rows
-        is_last = size is None or rows < size or remaining == 0
-        yield Page(rows, record["last_id"], record["body"], is_last)
-        if is_last:
-            return
-        after_id = record["last_id"]
+    copied = int(status.rsplit(" ", 1)[-1])  # "COPY <rows>"
+    return Page(copied, last_id, b"".join(received))
+
+
+async def pages(
+    lanes: Lanes, queries: PageQueries, export: Export, timing: RequestTiming, depth: int = 2
+) -> AsyncIterator[Page]:
+    """Keyset pages in id order, up to `depth` of them in flight on their own connections.
+
+    Page k+1 starts as soon as page k's id range is known (one index-only query), so PostgreSQL renders
+    the next pages on other backends while this one is written to the client. A connection is held only
+    while its page's queries run, never while waiting on the client.
+    """
+    loop = asyncio.get_running_loop()
+    in_flight: deque[asyncio.Task[Page]] = deque()
+    # Where the next page begins; rows of the limit not yet given to a page (None: no limit).
+    next_after, budget = export.after_id, export.limit
+    more = budget != 0
+    started = 0
+    # The id range of the page started last decides where (and whether) the next one starts.
+    last_started: tuple[asyncio.Future[tuple[int, int]], int | None] | None = None
+
+    def size_for(budget: int | None) -> int | None:
+        page_size = export.page_size
+        if page_size is not None and started == 0 and export.first_page_size:
+            page_size = min(page_size, export.first_page_size)  # a small first page: first bytes sooner
+        if page_size is None:
+            return budget  # one page for everything asked (None: every row)
+        return page_size if budget is None else min(page_size, budget)
+
+    async def fill(up_to: int, wait: bool = True) -> None:
+        """Start pages until `up_to` are in flight; each starts once the range of the one before is known
+        (a quick index-only query). Without `wait`, only as far as that is known already."""
+        nonlocal next_after, budget, more, started, last_started
+        while more and len(in_flight) < up_to:
+            if last_started is not None:
+                bounds, size = last_started
+                if not wait and not bounds.done():
+                    return
+                rows, last_id = await bounds
+                if size is None or rows < size:
+                    more = False  # the last page started is short: nothing follows it
+                    return
+                next_after = last_id
+            size = size_for(budget)
+            bounds = loop.create_future()
+            priority = Lanes.FIRST if started == 0 else Lanes.LATER
+            started += 1
+            task = asyncio.ensure_future(
+                _fetch_page(lanes, queries, export, next_after, size, bounds, timing, priority)
+            )
+            in_flight.append(task)
+            last_started = (bounds, size)
+            if budget is not None and size is not None:
+                budget -= size
+            more = size is not None and budget != 0
+
+    try:
+        # The first page alone, and handed on without waiting for the next one's range: nothing
+        # competes with, or delays, the rows a client waits for first.
+        await fill(1)
+        wait = False
+        while in_flight:
+            page = await in_flight.popleft()
+            await fill(depth, wait)
+            wait = True
+            if page.rows:
+                yield page
+    finally:
+        for task in in_flight:
+            # The consumer stopped early (client gone, failure): don't leave queries running.
+            task.cancel()
+        for task in in_flight:
+            with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
+                await task
 
 
 async def encoded_chunks(
-    pool: asyncpg.Pool, queries: PageQueries, export: Export, timing: RequestTiming
+    lanes: Lanes, queries: PageQueries, export: Export, timing: RequestTiming
 ) -> AsyncIterator[Chunk]:
     """The response body, one chunk per page, each chunk as its parts (joined by the sink, once):
-    (head, page 1), (separator, page 2), ..., (separator, page n, after_rows, tail).
-
-    The tail rides on the last page when that page is known to be last; otherwise (an exactly
-    full last page, or no rows at all) it follows as a small chunk of its own.
+    (head, page 1), (page 2), ..., (page n), (tail). The head rides on the first page, so the first
+    chunk already carries rows; the tail follows as a small chunk of its own.
     """
     fmt = export.format
-    prefix = fmt.head
-    separator = fmt.row_separator.encode()
-    any_rows = False
-    async for page in pages(pool, queries, export, timing):
-        any_rows = True
-        if page.is_last:
-            yield Chunk(page.rows, (prefix, page.body, fmt.after_rows, fmt.tail))
-            return
-        yield Chunk(page.rows, (prefix, page.body))
-        prefix = separator
-    # Reached when the rows ran out exactly at a page boundary, or there were none at all.
-    yield Chunk(0, (fmt.after_rows, fmt.tail) if any_rows else (fmt.head, fmt.tail))
+    first = True
+    async for page in pages(lanes, queries, export, timing):
+        body = fmt.page_bytes(page.body, first)
+        yield Chunk(page.rows, (fmt.head, body) if first else (body,))
+        first = False
+    # Always at least one chunk (the head, for an export with no rows), so the first page is a chunk.
+    if first or fmt.tail:
+        yield Chunk(0, (fmt.head, fmt.tail) if first else (fmt.tail,))
 
 
 QUERIES = web.AppKey("page_queries", PageQueries)

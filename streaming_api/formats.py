@@ -1,62 +1,75 @@
-"""Output formats: how one row is rendered (in SQL, by PostgreSQL) and what frames the rows (in Python).
+"""Output formats: how PostgreSQL renders the rows (the COPY), and what frames them (in Python).
 
-PostgreSQL renders each row to text and joins a whole page into one string, so no Python code runs
-per row: the service's Python work per page is one decode and one encode, whichever endpoint serves it.
+PostgreSQL writes every row's bytes itself with COPY, a page at a time, so no Python code runs per
+row: the service's work per page is to pass PostgreSQL's bytes on, whichever endpoint serves them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Text, case, cast, func, literal, literal_column
+from sqlalchemy import BigInteger, Float, Text, cast, func, literal
 from sqlalchemy.sql import ColumnElement, FromClause
 
 from .db import COLUMNS
 
 
-def _json_line(page: FromClause) -> ColumnElement[str]:
-    # row_to_json keeps column order, escapes per RFC 8259 and writes doubles shortest-exact.
-    return cast(func.row_to_json(literal_column(page.name)), Text)
+def _is_number(column: ColumnElement) -> bool:
+    return isinstance(column.type, Float | BigInteger)
 
 
-def _csv_field(column: ColumnElement) -> ColumnElement[str]:
-    """RFC 4180: quote a text field that holds a quote, comma, CR or LF; double the quotes inside."""
-    return case(
-        (column.regexp_match('[",\r\n]'), literal('"') + func.replace(column, '"', '""') + literal('"')),
-        else_=column,
-    )
+def _json_line(table: FromClause) -> list[ColumnElement[str]]:
+    """One JSON object per row, keys in column order, built with || (less work for PostgreSQL than
+    row_to_json, the same bytes): numbers as their shortest-exact text (the table keeps them finite),
+    text and timestamps through to_json (RFC 8259 escaping, ISO 8601)."""
+    parts: list[ColumnElement[str]] = []
+    for i, column in enumerate(table.c):
+        parts.append(literal(("{" if i == 0 else ",") + f'"{column.name}":'))
+        parts.append(cast(column, Text) if _is_number(column) else cast(func.to_json(column), Text))
+    parts.append(literal("}"))
+    line = parts[0]
+    for part in parts[1:]:
+        line = line + part
+    return [line]
 
 
-def _csv_line(page: FromClause) -> ColumnElement[str]:
-    c = page.c
-    # to_json(timestamptz) #>> '{}' is the same ISO 8601 text row_to_json writes, so formats agree.
-    recorded_at = func.to_json(c.recorded_at).op("#>>")(literal_column("'{}'"))
-    return func.concat_ws(",", c.id, c.x, c.y, _csv_field(c.label), c.value, recorded_at)
+def _csv_columns(table: FromClause) -> list[ColumnElement]:
+    # COPY's CSV mode quotes per RFC 4180 (fields holding a quote, comma, CR or LF; quotes doubled).
+    return list(table.c)
+
+
+# COPY in CSV mode with a quote and a delimiter that JSON text never holds raw (it escapes every control
+# character) passes each JSON line through untouched; COPY's text mode would double its backslashes.
+_RAW_LINES = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
+_CSV = {"format": "csv"}
 
 
 @dataclass(frozen=True)
 class Format:
     name: str
     content_type: str
-    # SQL that renders one row of the page subquery as text.
-    line: Callable[[FromClause], ColumnElement[str]]
-    # Between two rows, inside a page and between pages.
-    row_separator: str
-    # Before the first row (always written, even with no rows).
+    # The COPY's select list for a page (one or more columns of the table).
+    columns: Callable[[FromClause], list[ColumnElement]]
+    # COPY options (asyncpg's copy_from_query keywords): how PostgreSQL writes each row.
+    copy_options: Mapping[str, str]
+    # Before the first row and after the last (always written, even with no rows).
     head: bytes = b""
-    # After the last row, only when there was at least one.
-    after_rows: bytes = b""
-    # Last of all (always written).
     tail: bytes = b""
+    # JSON array: rows are separated by ",\n" rather than terminated by "\n".
+    comma_separated: bool = False
 
     @property
     def charset(self) -> str | None:
         return "utf-8" if self.content_type.startswith("text/") else None
 
-    @property
-    def header_value(self) -> str:
-        return f"{self.content_type}; charset=utf-8" if self.charset else self.content_type
+    def page_bytes(self, copied: bytes, first: bool) -> bytes:
+        """A page as it goes on the wire, from PostgreSQL's COPY output for it."""
+        if not self.comma_separated:
+            return copied
+        # JSON lines hold no raw newline: each one but the last ends a row, so it can become ",\n".
+        items = copied[:-1].replace(b"\n", b",\n")
+        return items if first else b",\n" + items
 
 
 CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
@@ -64,11 +77,11 @@ CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("ndjson", "application/x-ndjson", _json_line, "\n", after_rows=b"\n"),
-        Format("csv", "text/csv", _csv_line, "\n", head=CSV_HEADER, after_rows=b"\n"),
-        Format("json", "application/json", _json_line, ",\n", head=b"[", tail=b"]\n"),
+        Format("ndjson", "application/x-ndjson", _json_line, _RAW_LINES),
+        Format("csv", "text/csv", _csv_columns, _CSV, head=CSV_HEADER),
+        Format("json", "application/json", _json_line, _RAW_LINES, head=b"[", tail=b"]\n", comma_separated=True),
         # The CSV layout under text/plain, for reading in a terminal.
-        Format("text", "text/plain", _csv_line, "\n", head=CSV_HEADER, after_rows=b"\n"),
+        Format("text", "text/plain", _csv_columns, _CSV, head=CSV_HEADER),
     )
 }
 DEFAULT_FORMAT = FORMATS["ndjson"]
