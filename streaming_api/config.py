@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -15,6 +16,10 @@ from aiohttp import web
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "STREAMING_API_"
 ALLOWED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+
+
+# A browser Origin: scheme://host[:port], no path.
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 class SettingsError(ValueError):
@@ -35,6 +40,8 @@ class Settings:
     # /chunked rows per page (and per chunk) when the request has no page_size.
     page_size: int = 1000
     max_page_size: int = 10_000
+    # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
+    first_page_size: int = 100
     pool_min_size: int = 2
     pool_max_size: int = 10
     # HS* secret; None generates one into data_dir/jwt_secret (mode 0600) on first use.
@@ -51,6 +58,24 @@ class Settings:
     # Lifetime of tokens minted by `run.py token` and the start-up banner, in seconds.
     token_ttl: int = 3600
     log_level: str = "INFO"
+    # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
+    standard_max_concurrency: int = 2
+    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this.
+    standard_max_rows: int = 1_000_000
+    # PostgreSQL statement_timeout for every query the service runs, in seconds.
+    statement_timeout: float = 30.0
+    # The longest a /standard or /chunked request may take in all, in seconds (503 before headers, abort after).
+    request_deadline: float = 600.0
+    # A client that takes none of the pending response bytes for this long is dropped, in seconds.
+    send_timeout: float = 60.0
+    # On SIGTERM, how long in-flight requests may still run before they are aborted, in seconds.
+    shutdown_timeout: float = 30.0
+    # Origins a browser page may call the API from (CORS); empty sends no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    # Serve Prometheus figures at /metrics (requests, first byte and total time, rows, bytes, memory).
+    metrics_enabled: bool = True
+    # Put /metrics behind the same JWT as the data endpoints.
+    metrics_require_token: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -117,6 +142,8 @@ def _validate(s: Settings) -> None:
         raise bad("max_page_size", "must be 1..1,000,000")
     if not 1 <= s.page_size <= s.max_page_size:
         raise bad("page_size", f"must be 1..max_page_size ({s.max_page_size})")
+    if not 0 <= s.first_page_size <= s.max_page_size:
+        raise bad("first_page_size", f"must be 0..max_page_size ({s.max_page_size})")
     if s.pool_min_size < 0 or s.pool_max_size < 1 or s.pool_min_size > s.pool_max_size:
         raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):
@@ -140,6 +167,18 @@ def _validate(s: Settings) -> None:
         raise bad("token_ttl", "must be >= 1")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.standard_max_concurrency < 1:
+        raise bad("standard_max_concurrency", "must be >= 1")
+    if s.standard_max_rows < 1:
+        raise bad("standard_max_rows", "must be >= 1")
+    for name in ("statement_timeout", "request_deadline", "send_timeout"):
+        if not 0.001 <= getattr(s, name) <= 86_400:
+            raise bad(name, "must be 0.001..86,400 seconds")
+    if not 0 <= s.shutdown_timeout <= 86_400:
+        raise bad("shutdown_timeout", "must be 0..86,400 seconds")
+    for origin in s.cors_origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise bad("cors_origins", f"{origin!r} is not '*' or scheme://host[:port]")
 
 
 def build(values: Mapping[str, Any]) -> Settings:

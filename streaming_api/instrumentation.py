@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -28,11 +29,14 @@ class RequestTiming:
     bytes: int = 0
     db_seconds: float = 0.0
     encode_seconds: float = 0.0
+    # The status sent in the headers, once they are out (what the log reports if the stream then fails).
+    status: int | None = None
     # "complete", "client_gone" or "aborted" (a failure after headers were sent).
     outcome: str = "complete"
 
-    def mark_headers(self) -> None:
+    def mark_headers(self, status: int) -> None:
         self.headers_at = time.perf_counter()
+        self.status = status
 
     def mark_sent(self, nbytes: int) -> None:
         if self.first_byte_at is None and nbytes:
@@ -73,6 +77,17 @@ class RequestTiming:
 TIMING = web.RequestKey("timing", RequestTiming)
 
 
+class RequestObserver(Protocol):
+    """Told when each request starts and ends, with the same timing the access log writes (/metrics)."""
+
+    def started(self, request: web.Request) -> None: ...
+
+    def finished(self, request: web.Request, status: int, timing: RequestTiming) -> None: ...
+
+
+OBSERVER = web.AppKey("request_observer", RequestObserver)
+
+
 def _fmt(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:.2f}"
 
@@ -105,6 +120,9 @@ async def timing_middleware(
     """Outermost: starts the clock, and writes the access-log line however the request ends."""
     timing = RequestTiming()
     request[TIMING] = timing
+    observer = request.app.get(OBSERVER)
+    if observer is not None:
+        observer.started(request)
     status = 500
     try:
         response = await handler(request)
@@ -114,4 +132,8 @@ async def timing_middleware(
         status = exc.status
         raise
     finally:
+        if status == 500 and timing.status is not None:
+            status = timing.status  # headers were out before the failure: that is the status the client got
         log_request(request, status, timing)
+        if observer is not None:
+            observer.finished(request, status, timing)

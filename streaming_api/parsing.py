@@ -136,6 +136,9 @@ class RowParser:
             if tuple(header) != COLUMNS:
                 raise BodyError(f"unexpected CSV header {header!r}")
             self._header_seen = True
+        for record in records:
+            if len(record) != len(COLUMNS):
+                raise BodyError(f"CSV record with {len(record)} fields, expected {len(COLUMNS)}: {str(record)[:80]}")
         return records
 
 

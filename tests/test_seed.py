@@ -74,7 +74,7 @@ async def test_points_table_has_the_specified_columns(database_url):
     try:
         columns = await conn.fetch(
             "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-            "WHERE table_name = 'points' ORDER BY ordinal_position"
+            "WHERE table_name = 'points' AND table_schema = current_schema() ORDER BY ordinal_position"
         )
         primary_key = await conn.fetchval(
             "SELECT string_agg(a.attname, ',') FROM pg_index i "
