@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -42,6 +43,11 @@ points = Table(
     Column("label", Text, nullable=False),
     Column("value", Float(precision=53), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # Finite doubles only: every format writes numbers bare, and NaN or Infinity is not a JSON number.
+    *(
+        CheckConstraint(f"{name} NOT IN ('NaN', 'Infinity', '-Infinity')", name=f"points_{name}_finite")
+        for name in ("x", "y", "value")
+    ),
 )
 COLUMNS: tuple[str, ...] = tuple(c.name for c in points.columns)
 
@@ -76,6 +82,8 @@ def compile_statement(stmt: ClauseElement) -> Statement:
 # The id range of the page a COPY exports, handed over in session settings: COPY takes no bound parameters.
 AFTER_ID_SETTING = "streaming_api.after_id"
 LAST_ID_SETTING = "streaming_api.last_id"
+# The page's row count too: rows inserted inside the range since it was found must not push it past a limit.
+ROWS_SETTING = "streaming_api.rows"
 MAX_ID = 2**63 - 1
 
 
@@ -96,6 +104,7 @@ def page_range_statement() -> Statement:
         bounds.c.last_id,
         func.set_config(AFTER_ID_SETTING, cast(after_id, Text), False),
         func.set_config(LAST_ID_SETTING, cast(func.coalesce(bounds.c.last_id, after_id), Text), False),
+        func.set_config(ROWS_SETTING, cast(bounds.c.rows, Text), False),
     )
     return compile_statement(stmt)
 
@@ -105,6 +114,7 @@ def open_range_statement() -> Statement:
     stmt = select(
         func.set_config(AFTER_ID_SETTING, cast(bindparam("after_id", type_=BigInteger), Text), False),
         func.set_config(LAST_ID_SETTING, str(MAX_ID), False),
+        func.set_config(ROWS_SETTING, str(MAX_ID), False),
     )
     return compile_statement(stmt)
 
@@ -115,7 +125,10 @@ def copy_page_sql(columns: Callable[[Any], list[Any]]) -> str:
     settings set just before on the same connection."""
     after_id = cast(func.current_setting(AFTER_ID_SETTING), BigInteger)
     last_id = cast(func.current_setting(LAST_ID_SETTING), BigInteger)
-    query = select(*columns(points)).where(points.c.id > after_id, points.c.id <= last_id).order_by(points.c.id)
+    rows = cast(func.current_setting(ROWS_SETTING), BigInteger)
+    query = (
+        select(*columns(points)).where(points.c.id > after_id, points.c.id <= last_id).order_by(points.c.id).limit(rows)
+    )
     # Only constants of our own are inlined here (setting names, separators); no value from a request.
     return str(query.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
 
@@ -161,11 +174,9 @@ class Lanes:
         return self._free > (0 if priority == self.FIRST else self._reserved)
 
     async def _take(self, priority: int) -> None:
-        if not self._waiting and self._may_take(priority):
-            self._free -= 1
-            return
         turn = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        self._dispatch()  # at once when this request may take a free connection
         try:
             await turn
         except asyncio.CancelledError:
@@ -257,11 +268,14 @@ async def seed(
 
 # What "the database is unavailable" looks like from asyncpg: refused or lost connections,
 # server-side errors, and pool or query time-outs.
+# Not every PostgresError: a syntax error or a missing column is a bug (500), not an outage (503).
 DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,  # includes QueryCanceledError (statement_timeout), admin shutdown
     asyncpg.InterfaceError,
     OSError,
-    asyncio.TimeoutError,
+    TimeoutError,
 )
 
 POOL = web.AppKey("pool", asyncpg.Pool)

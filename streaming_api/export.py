@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiMapping
 
-from .db import DB_ERRORS, MAX_ID, Lanes, copy_page_sql, open_range_statement, page_range_statement
+from .db import MAX_ID, Lanes, copy_page_sql, open_range_statement, page_range_statement
 from .formats import FORMATS, Format, negotiate
 from .instrumentation import RequestTiming
 
@@ -139,7 +139,8 @@ async def _fetch_page(
                     queries.page_range.sql, *queries.page_range.args(after_id=after_id, page_size=size)
                 )
                 rows, last_id = record["rows"], record["last_id"] or after_id
-            bounds.set_result((rows, last_id))
+            if not bounds.done():  # a cancelled consumer may have given up on it already
+                bounds.set_result((rows, last_id))
             if rows == 0:
                 return Page(0, after_id, b"")
             received: list[bytes] = []
@@ -225,12 +226,11 @@ async def pages(
             if page.rows:
                 yield page
     finally:
+        # The consumer stopped early (client gone, failure): don't leave queries running. Their own
+        # errors no longer matter (a cancelled COPY may take its connection down; the pool replaces it).
         for task in in_flight:
-            # The consumer stopped early (client gone, failure): don't leave queries running.
             task.cancel()
-        for task in in_flight:
-            with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
-                await task
+        await asyncio.gather(*in_flight, return_exceptions=True)
 
 
 async def encoded_chunks(
@@ -242,10 +242,12 @@ async def encoded_chunks(
     """
     fmt = export.format
     first = True
-    async for page in pages(lanes, queries, export, timing):
-        body = fmt.page_bytes(page.body, first)
-        yield Chunk(page.rows, (fmt.head, body) if first else (body,))
-        first = False
+    # aclosing: when the consumer stops early, pages() cleans up now, not later in a task of its own.
+    async with contextlib.aclosing(pages(lanes, queries, export, timing)) as page_source:
+        async for page in page_source:
+            body = fmt.page_bytes(page.body, first)
+            yield Chunk(page.rows, (fmt.head, body) if first else (body,))
+            first = False
     # Always at least one chunk (the head, for an export with no rows), so the first page is a chunk.
     if first or fmt.tail:
         yield Chunk(0, (fmt.head, fmt.tail) if first else (fmt.tail,))
