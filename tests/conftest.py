@@ -64,6 +64,23 @@ async def _fetch_rows(url: str) -> list[dict]:
         await conn.close()
 
 
+class RestartablePostgres:
+    """An embedded server the tests may stop and start again; always at the same URL (a socket in its data dir)."""
+
+    def __init__(self, data_path: Path) -> None:
+        self._server = EmbeddedPostgres(data_path)
+        self.running = False
+        self.url = ""
+
+    def start(self) -> None:
+        self.url = self._server.start()
+        self.running = True
+
+    def stop(self) -> None:
+        self._server.stop()
+        self.running = False
+
+
 @pytest.fixture(scope="session")
 def jwt_secret() -> str:
     return secrets.token_hex(32)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import RestartablePostgres
 
 from streaming_api.app import create_app
 from streaming_api.config import Settings
-from streaming_api.embedded import EmbeddedPostgres
 
 OUTAGE_ROWS = 10
 
@@ -22,23 +21,6 @@ async def test_healthz_reports_ok_when_the_database_is_up(client):
     response = await client.get("/healthz")
     assert response.status == 200
     assert await response.json() == {"status": "ok", "database": "ok"}
-
-
-class RestartablePostgres:
-    """An embedded server the tests may stop and start again; always at the same URL (a socket in its data dir)."""
-
-    def __init__(self, data_path: Path) -> None:
-        self._server = EmbeddedPostgres(data_path)
-        self.running = False
-        self.url = ""
-
-    def start(self) -> None:
-        self.url = self._server.start()
-        self.running = True
-
-    def stop(self) -> None:
-        self._server.stop()
-        self.running = False
 
 
 @pytest.fixture(scope="module")

@@ -11,38 +11,20 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
+from conftest import RestartablePostgres
 from reliability_support import RawClient, assert_rows, connections_back, running, wait_until
 
 from streaming_api import logfilters
 from streaming_api.config import Settings
 from streaming_api.db import seed
-from streaming_api.embedded import EmbeddedPostgres
 from streaming_api.logfilters import TracebackToOneLine
 
 # Enough rows that a stream whose client pauses cannot fit in the socket buffers (about 8 MB).
 OUTAGE_ROWS = 60_000
-
-
-class RestartablePostgres:
-    """An embedded server the tests may stop and start again, always at the same URL (its socket directory)."""
-
-    def __init__(self, data_path: Path) -> None:
-        self._server = EmbeddedPostgres(data_path)
-        self.running = False
-        self.url = ""
-
-    def start(self) -> None:
-        self.url = self._server.start()
-        self.running = True
-
-    def stop(self) -> None:
-        self._server.stop()
-        self.running = False
 
 
 async def _seed(url: str) -> None:
