@@ -90,6 +90,10 @@ def parse_export(
     )
 
 
+# How long a stopped export waits for its pages in flight before cancelling them.
+PAGE_SETTLE_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class Page:
     rows: int
@@ -226,11 +230,21 @@ async def pages(
             if page.rows:
                 yield page
     finally:
-        # The consumer stopped early (client gone, failure): don't leave queries running. Their own
-        # errors no longer matter (a cancelled COPY may take its connection down; the pool replaces it).
-        for task in in_flight:
+        await _settle(in_flight)
+
+
+async def _settle(tasks: deque[asyncio.Task[Page]]) -> None:
+    """After an early stop (client gone, failure): let pages in flight end by themselves, a page takes
+    milliseconds and cancelling a COPY midway costs its connection; cancel what is still running after
+    PAGE_SETTLE_SECONDS or if we are cancelled ourselves. Their results and errors no longer matter."""
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, timeout=PAGE_SETTLE_SECONDS)
+    finally:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def encoded_chunks(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from aiohttp.http_exceptions import HttpProcessingError
 
 
@@ -38,9 +39,25 @@ class UnparsableRequestToOneLine(logging.Filter):
         return True
 
 
+class LostConnectionFutureToOneLine(logging.Filter):
+    """When the database goes away mid-query, asyncpg can leave an internal future holding the
+    "connection closed" error that nobody awaits, and asyncio reports it as an ERROR with a traceback.
+    The request it belonged to has already logged its own error line: keep one warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError) and "never retrieved" in str(
+            record.msg
+        ):
+            _one_line(record, exc, f"{type(exc).__name__}: {exc}")
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 FILTERS: tuple[tuple[str, type[logging.Filter]], ...] = (
     ("asyncpg.pool", TracebackToOneLine),
     ("aiohttp.server", UnparsableRequestToOneLine),
+    ("asyncio", LostConnectionFutureToOneLine),
 )
 
 
