@@ -1,4 +1,4 @@
-"""Entry point: python run.py [serve|seed|token] ... (see --help)."""
+"""Entry point: python run.py [serve|seed|token|fetch|bench] ... (see --help)."""
 
 import sys
 

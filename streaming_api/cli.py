@@ -1,4 +1,4 @@
-"""Command line: serve (default) | seed | token."""
+"""Command line: serve (default) | seed | token | fetch | bench."""
 
 from __future__ import annotations
 
