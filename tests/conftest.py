@@ -13,7 +13,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from relay import CuttingRelay, MakeRelay
 
 from streaming_api import config
 from streaming_api.app import create_app
@@ -113,3 +114,23 @@ def auth(token: str) -> dict[str, str]:
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings) -> AsyncIterator[TestClient]:
     yield await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def server(aiohttp_server, settings: Settings) -> TestServer:
+    """The application on a real socket (for clients that need a URL rather than a TestClient)."""
+    return await aiohttp_server(create_app(settings))
+
+
+@pytest.fixture
+async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
+    relays: list[CuttingRelay] = []
+
+    async def make(upstream_port: int | None = None, **options: object) -> CuttingRelay:
+        relay = await CuttingRelay(upstream_port or server.port, **options).start()
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        await relay.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 READ_BYTES = 1 << 16
 
@@ -109,3 +109,10 @@ class CuttingRelay:
         with contextlib.suppress(ConnectionError):
             writer.write_eof()
             await writer.drain()
+
+
+# Response bytes (headers included) before a cut: well inside every format's body of the test table.
+FIRST_CUT = 50_001
+SECOND_CUT = 40_009
+
+MakeRelay = Callable[..., Awaitable[CuttingRelay]]

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-
 import pytest
-from aiohttp.test_utils import TestServer
 from bodies import COLUMNS, FORMATS, typed
 from conftest import ROWS
-from relay import CuttingRelay
+from relay import FIRST_CUT, SECOND_CUT
 from yarl import URL
 
-from streaming_api.app import create_app
 from streaming_api.auth import load_keys, mint_token
 from streaming_api.client import BadRequest, GaveUp, RecordSplitter, Retry, Unauthorized, stream_rows
 from streaming_api.fetch import CLOSINGS, SEPARATORS
 
 # Response bytes (headers included) before a cut: well inside every format's body of ROWS rows.
-FIRST_CUT = 50_001
-SECOND_CUT = 40_009
-
-MakeRelay = Callable[..., Awaitable[CuttingRelay]]
-
-
-@pytest.fixture
-async def server(aiohttp_server, settings) -> TestServer:
-    return await aiohttp_server(create_app(settings))
-
-
-@pytest.fixture
-async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
-    relays: list[CuttingRelay] = []
-
-    async def make(**options: object) -> CuttingRelay:
-        relay = await CuttingRelay(server.port, **options).start()
-        relays.append(relay)
-        return relay
-
-    yield make
-    for relay in relays:
-        await relay.close()
 
 
 def _query(request_line: str) -> dict[str, str]:

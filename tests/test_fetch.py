@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,39 +15,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from bodies import FORMATS
 from conftest import ROWS
-from relay import CuttingRelay
+from relay import FIRST_CUT, SECOND_CUT, CuttingRelay
 
-from streaming_api.app import create_app
 from streaming_api.auth import load_keys, mint_token
 from streaming_api.client import GaveUp
 from streaming_api.config import PROJECT_ROOT
 from streaming_api.fetch import EXIT_GAVE_UP, EXIT_OK, EXIT_REJECTED, EXIT_UNAUTHORIZED, download
 
-FIRST_CUT = 50_001
-SECOND_CUT = 40_009
 # Bounded waits for subprocesses: far above what they take, so only a hang trips them.
 PROCESS_DEADLINE_SECONDS = 60
-
-MakeRelay = Callable[..., Awaitable[CuttingRelay]]
-
-
-@pytest.fixture
-async def server(aiohttp_server, settings) -> TestServer:
-    return await aiohttp_server(create_app(settings))
-
-
-@pytest.fixture
-async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
-    relays: list[CuttingRelay] = []
-
-    async def make(upstream_port: int | None = None, **options: object) -> CuttingRelay:
-        relay = await CuttingRelay(upstream_port or server.port, **options).start()
-        relays.append(relay)
-        return relay
-
-    yield make
-    for relay in relays:
-        await relay.close()
 
 
 async def _clean_body(server: TestServer, token: str, query: str) -> bytes:
