@@ -97,7 +97,6 @@ PAGE_SETTLE_SECONDS = 1.0
 @dataclass(frozen=True)
 class Page:
     rows: int
-    last_id: int
     # PostgreSQL's COPY output for the page's rows.
     body: bytes
 
@@ -146,7 +145,7 @@ async def _fetch_page(
             if not bounds.done():  # a cancelled consumer may have given up on it already
                 bounds.set_result((rows, last_id))
             if rows == 0:
-                return Page(0, after_id, b"")
+                return Page(0, b"")
             received: list[bytes] = []
 
             async def keep(data: bytes) -> None:
@@ -162,7 +161,7 @@ async def _fetch_page(
     finally:
         timing.db_seconds += time.perf_counter() - started
     copied = int(status.rsplit(" ", 1)[-1])  # "COPY <rows>"
-    return Page(copied, last_id, b"".join(received))
+    return Page(copied, b"".join(received))
 
 
 async def pages(
