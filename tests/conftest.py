@@ -6,6 +6,8 @@ TEST_DATABASE_URL must point at a database the tests may overwrite: they (re)cre
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +37,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not url:
         embedded = EmbeddedPostgres(tmp_path_factory.mktemp("db"))
         url = embedded.start()
-    asyncio.run(_seed(url, ROWS))
+    asyncio.run(seed_database(url, ROWS))
     try:
         yield url
     finally:
@@ -43,12 +45,23 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             embedded.stop()
 
 
-async def _seed(url: str, rows: int) -> None:
+async def seed_database(url: str, rows: int) -> None:
+    """Make the points table of the database at url hold exactly rows 1..rows."""
     conn = await asyncpg.connect(url)
     try:
         await seed(conn, rows)
     finally:
         await conn.close()
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding, as in a JWT."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_segment(obj: dict) -> str:
+    """A JWT header or payload segment, for tokens crafted by hand."""
+    return b64url(json.dumps(obj, separators=(",", ":")).encode())
 
 
 @pytest.fixture(scope="session")

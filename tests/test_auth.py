@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import time
 from pathlib import Path
 
 import jwt
 import pytest
+from conftest import b64url, jwt_segment
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -20,14 +20,6 @@ from streaming_api.auth import load_keys, mint_token
 from streaming_api.config import Settings
 
 ENDPOINTS = ("standard", "chunked")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _segment(obj: dict) -> str:
-    return _b64url(json.dumps(obj, separators=(",", ":")).encode())
 
 
 def _claims(**changes: object) -> dict:
@@ -39,9 +31,9 @@ def _claims(**changes: object) -> dict:
 
 def _hs256_by_hand(claims: dict, key: bytes) -> str:
     """An HS256 token built without PyJWT, which refuses to use a PEM key as an HMAC secret."""
-    signing_input = f"{_segment({'alg': 'HS256', 'typ': 'JWT'})}.{_segment(claims)}"
+    signing_input = f"{jwt_segment({'alg': 'HS256', 'typ': 'JWT'})}.{jwt_segment(claims)}"
     signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64url(signature)}"
+    return f"{signing_input}.{b64url(signature)}"
 
 
 async def _assert_unauthorized(client, path: str, headers: dict[str, str], reason: str) -> None:
@@ -96,7 +88,7 @@ async def test_token_signed_with_another_secret_is_rejected(client):
 
 async def test_token_with_tampered_claims_is_rejected(client, token):
     header, _, signature = token.split(".")
-    tampered = f"{header}.{_segment(_claims(sub='admin'))}.{signature}"
+    tampered = f"{header}.{jwt_segment(_claims(sub='admin'))}.{signature}"
     await _assert_unauthorized(client, "/chunked", {"Authorization": f"JWT {tampered}"}, "signature")
 
 
@@ -112,7 +104,7 @@ async def test_token_not_yet_valid_is_rejected(client, jwt_secret):
 
 
 async def test_alg_none_is_rejected(client):
-    unsigned = f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(_claims())}."
+    unsigned = f"{jwt_segment({'alg': 'none', 'typ': 'JWT'})}.{jwt_segment(_claims())}."
     await _assert_unauthorized(client, "/chunked", {"Authorization": f"JWT {unsigned}"}, "algorithm")
 
 

@@ -3,7 +3,6 @@ parameters and Accept headers never get a 500; SQL in a parameter changes nothin
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -17,7 +16,7 @@ from urllib.parse import urlencode
 import asyncpg
 import jwt
 import pytest
-from conftest import ROWS
+from conftest import ROWS, b64url, jwt_segment
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, event, given
@@ -33,14 +32,6 @@ AUDIENCE = "exports"
 ISSUER = "https://issuer.test"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _segment(obj: dict) -> str:
-    return _b64url(json.dumps(obj, separators=(",", ":")).encode())
-
-
 def _claims(**changes: object) -> dict:
     now = int(time.time())
     claims = {"sub": "abuse", "iat": now, "exp": now + 600, "aud": AUDIENCE, "iss": ISSUER}
@@ -50,8 +41,8 @@ def _claims(**changes: object) -> dict:
 
 def _hs256_by_hand(header: dict, claims: dict, key: bytes) -> str:
     """HS256 signed without PyJWT, which refuses a PEM public key as an HMAC secret."""
-    signing_input = f"{_segment(header)}.{_segment(claims)}"
-    return f"{signing_input}.{_b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())}"
+    signing_input = f"{jwt_segment(header)}.{jwt_segment(claims)}"
+    return f"{signing_input}.{b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())}"
 
 
 @pytest.fixture(autouse=True)
@@ -89,16 +80,16 @@ def _signed(secret: bytes, **changes: object) -> str:
 
 def _tampered_payload(secret: bytes) -> bytes:
     header, _, signature = _signed(secret).split(".")
-    return f"JWT {header}.{_segment(_claims(sub='admin'))}.{signature}".encode()
+    return f"JWT {header}.{jwt_segment(_claims(sub='admin'))}.{signature}".encode()
 
 
 def _tampered_header(secret: bytes) -> bytes:
     _, payload, signature = _signed(secret).split(".")
-    return f"JWT {_segment({'alg': 'HS384', 'typ': 'JWT'})}.{payload}.{signature}".encode()
+    return f"JWT {jwt_segment({'alg': 'HS384', 'typ': 'JWT'})}.{payload}.{signature}".encode()
 
 
 HOSTILE: dict[str, HostileHeader] = {
-    "alg_none": lambda s: f"JWT {_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(_claims())}.".encode(),
+    "alg_none": lambda s: f"JWT {jwt_segment({'alg': 'none', 'typ': 'JWT'})}.{jwt_segment(_claims())}.".encode(),
     "expired": lambda s: f"JWT {_signed(s, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)}".encode(),
     "nbf_in_the_future": lambda s: f"JWT {_signed(s, nbf=int(time.time()) + 3600)}".encode(),
     "tampered_payload": _tampered_payload,

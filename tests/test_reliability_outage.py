@@ -15,31 +15,22 @@ from collections.abc import Iterator
 import aiohttp
 import asyncpg
 import pytest
-from conftest import RestartablePostgres
+from conftest import RestartablePostgres, seed_database
 from reliability_support import RawClient, assert_rows, connections_back, running, wait_until
 
 from streaming_api import logfilters
 from streaming_api.config import Settings
-from streaming_api.db import seed
 from streaming_api.logfilters import TracebackToOneLine
 
 # Enough rows that a stream whose client pauses cannot fit in the socket buffers (about 8 MB).
 OUTAGE_ROWS = 60_000
 
 
-async def _seed(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await seed(conn, OUTAGE_ROWS)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
     server = RestartablePostgres(tmp_path_factory.mktemp("outage"))
     server.start()
-    asyncio.run(_seed(server.url))
+    asyncio.run(seed_database(server.url, OUTAGE_ROWS))
     try:
         yield server
     finally:
