@@ -1,98 +1,60 @@
 """Shared fixtures: one real PostgreSQL per test session (embedded, or TEST_DATABASE_URL), seeded small.
 
 TEST_DATABASE_URL must point at a database the tests may overwrite: they (re)create the points table.
+Helpers live in tests/support/; every fixture is defined here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from relay import CuttingRelay, MakeRelay
 
-from streaming_api import config
-from streaming_api.app import create_app
-from streaming_api.auth import load_keys, mint_token
-from streaming_api.config import Settings
-from streaming_api.db import seed
-from streaming_api.embedded import EmbeddedPostgres
-
-# Not a multiple of the page size, and past several of the every-101st rows that need escaping.
-ROWS = 2_345
+from streaming_api import settings as settings_module
+from streaming_api.db.database import Database
+from streaming_api.settings import Settings
+from streaming_api.tokens import load_keys, mint_token
+from streaming_api.web.app import create_app
+from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
+from tests.support.relay import CuttingRelay, MakeRelay
 
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL for the whole session, its points table seeded with ROWS rows."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    embedded = None
-    if not url:
-        embedded = EmbeddedPostgres(tmp_path_factory.mktemp("db"))
-        url = embedded.start()
-    asyncio.run(seed_database(url, ROWS))
+    """A real PostgreSQL for the whole session, its points table seeded with ROWS rows: the database the
+    service itself would use (Database), embedded in a temporary directory unless TEST_DATABASE_URL is set."""
+    data_dir = tmp_path_factory.mktemp("db")
+    database = Database(settings_module.build({"database_url": os.environ.get("TEST_DATABASE_URL") or None}), data_dir)
+    url = asyncio.run(database.start())
     try:
+        asyncio.run(database.ensure_rows(ROWS, "different"))
         yield url
     finally:
-        if embedded is not None:
-            embedded.stop()
+        asyncio.run(database.stop())
 
 
-async def seed_database(url: str, rows: int) -> None:
-    """Make the points table of the database at url hold exactly rows 1..rows."""
-    conn = await asyncpg.connect(url)
-    try:
-        await seed(conn, rows)
-    finally:
-        await conn.close()
+@pytest.fixture(scope="session")
+def big_url(database_url: str) -> str:
+    """A second database on the session's server whose points table holds BIG_ROWS rows."""
+    return big_database_url(database_url)
 
 
-def b64url(data: bytes) -> str:
-    """Base64url without padding, as in a JWT."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwt_segment(obj: dict) -> str:
-    """A JWT header or payload segment, for tokens crafted by hand."""
-    return b64url(json.dumps(obj, separators=(",", ":")).encode())
+@pytest.fixture
+def big_settings(settings: Settings, big_url: str) -> Settings:
+    """The service over the BIG_ROWS table. A short request_deadline turns a stream that hangs (a broken
+    guard) into a failure, not a stall."""
+    return settings.replace(database_url=big_url, rows=BIG_ROWS, shutdown_timeout=1, request_deadline=30)
 
 
 @pytest.fixture(scope="session")
 def table_rows(database_url: str) -> list[dict]:
     """Every row of the points table as asyncpg reads it directly, in id order: what bodies must equal."""
-    return asyncio.run(_fetch_rows(database_url))
-
-
-async def _fetch_rows(url: str) -> list[dict]:
-    conn = await asyncpg.connect(url)
-    try:
-        return [dict(record) for record in await conn.fetch("SELECT * FROM points ORDER BY id")]
-    finally:
-        await conn.close()
-
-
-class RestartablePostgres:
-    """An embedded server the tests may stop and start again; always at the same URL (a socket in its data dir)."""
-
-    def __init__(self, data_path: Path) -> None:
-        self._server = EmbeddedPostgres(data_path)
-        self.running = False
-        self.url = ""
-
-    def start(self) -> None:
-        self.url = self._server.start()
-        self.running = True
-
-    def stop(self) -> None:
-        self._server.stop()
-        self.running = False
+    return asyncio.run(fetch_rows(database_url))
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +64,7 @@ def jwt_secret() -> str:
 
 @pytest.fixture
 def settings(database_url: str, jwt_secret: str, tmp_path: Path) -> Settings:
-    return config.build(
+    return settings_module.build(
         {
             "database_url": database_url,
             "data_dir": str(tmp_path / "data"),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streaming_api import config
-from streaming_api.auth import load_keys, mint_token, verify
-from streaming_api.config import Settings, SettingsError
+from streaming_api import settings as settings_module
+from streaming_api.settings import Settings, SettingsError
+from streaming_api.tokens import load_keys, mint_token, verify
 
 
 @pytest.fixture
@@ -29,32 +29,36 @@ def settings_file(tmp_path: Path) -> Path:
 
 
 def test_defaults_apply_without_file_or_environment(no_file):
-    assert config.load(settings_file=no_file, environ={}) == Settings()
+    assert settings_module.load(settings_file=no_file, environ={}) == Settings()
 
 
 def test_settings_file_overrides_defaults(settings_file):
-    loaded = config.load(settings_file=settings_file, environ={})
+    loaded = settings_module.load(settings_file=settings_file, environ={})
     assert (loaded.page_size, loaded.jwt_leeway) == (200, 5)
     assert loaded.port == Settings().port
 
 
 def test_environment_overrides_settings_file(settings_file):
-    loaded = config.load(settings_file=settings_file, environ={"STREAMING_API_PAGE_SIZE": "300"})
+    loaded = settings_module.load(settings_file=settings_file, environ={"STREAMING_API_PAGE_SIZE": "300"})
     assert loaded.page_size == 300
     assert loaded.jwt_leeway == 5
 
 
 def test_explicit_override_beats_environment_and_file(settings_file):
-    loaded = config.load(settings_file=settings_file, environ={"STREAMING_API_PAGE_SIZE": "300"}, page_size=400)
+    loaded = settings_module.load(
+        settings_file=settings_file, environ={"STREAMING_API_PAGE_SIZE": "300"}, page_size=400
+    )
     assert loaded.page_size == 400
 
 
 def test_none_override_leaves_lower_layers_alone(settings_file):
-    assert config.load(settings_file=settings_file, environ={}, page_size=None).page_size == 200
+    assert settings_module.load(settings_file=settings_file, environ={}, page_size=None).page_size == 200
 
 
 def test_plain_database_url_overrides_settings_file(settings_file):
-    loaded = config.load(settings_file=settings_file, environ={"DATABASE_URL": "postgresql://env@localhost/env"})
+    loaded = settings_module.load(
+        settings_file=settings_file, environ={"DATABASE_URL": "postgresql://env@localhost/env"}
+    )
     assert loaded.database_url == "postgresql://env@localhost/env"
 
 
@@ -64,7 +68,8 @@ def test_prefixed_database_url_wins_over_plain_one(no_file):
         "STREAMING_API_DATABASE_URL": "postgresql://prefixed@localhost/prefixed",
     }
     assert (
-        config.load(settings_file=no_file, environ=environ).database_url == "postgresql://prefixed@localhost/prefixed"
+        settings_module.load(settings_file=no_file, environ=environ).database_url
+        == "postgresql://prefixed@localhost/prefixed"
     )
 
 
@@ -74,7 +79,7 @@ def test_environment_values_are_coerced_to_the_setting_types(no_file):
         "STREAMING_API_JWT_ALGORITHMS": "HS256, HS512",
         "STREAMING_API_ROWS": "1_000",
     }
-    loaded = config.load(settings_file=no_file, environ=environ)
+    loaded = settings_module.load(settings_file=no_file, environ=environ)
     assert (loaded.port, loaded.jwt_algorithms, loaded.rows) == (9090, ("HS256", "HS512"), 1000)
 
 
@@ -96,36 +101,36 @@ BAD_ENVIRONMENT = [
 @pytest.mark.parametrize(("name", "value", "setting"), BAD_ENVIRONMENT)
 def test_bad_environment_value_raises_naming_the_setting(no_file, name, value, setting):
     with pytest.raises(SettingsError, match=rf"\b{setting}\b"):
-        config.load(settings_file=no_file, environ={name: value})
+        settings_module.load(settings_file=no_file, environ={name: value})
 
 
 def test_bad_value_in_settings_file_raises_naming_the_setting(tmp_path):
     path = tmp_path / "settings.py"
     path.write_text('PORT = "abc"\n')
     with pytest.raises(SettingsError, match=r"\bport\b"):
-        config.load(settings_file=path, environ={})
+        settings_module.load(settings_file=path, environ={})
 
 
 def test_rs256_without_a_public_key_raises(no_file):
     with pytest.raises(SettingsError, match="jwt_public_key_file"):
-        config.load(settings_file=no_file, environ={"STREAMING_API_JWT_ALGORITHMS": "RS256"})
+        settings_module.load(settings_file=no_file, environ={"STREAMING_API_JWT_ALGORITHMS": "RS256"})
 
 
 def test_unknown_name_in_settings_file_is_rejected(tmp_path):
     path = tmp_path / "settings.py"
     path.write_text("PAGESIZE = 100\n")
     with pytest.raises(SettingsError, match="PAGESIZE"):
-        config.load(settings_file=path, environ={})
+        settings_module.load(settings_file=path, environ={})
 
 
 def test_unknown_override_is_rejected(no_file):
     with pytest.raises(SettingsError, match="colour"):
-        config.load(settings_file=no_file, environ={}, colour="red")
+        settings_module.load(settings_file=no_file, environ={}, colour="red")
 
 
 def test_database_url_is_not_echoed_in_its_error(no_file):
     with pytest.raises(SettingsError) as raised:
-        config.load(settings_file=no_file, environ={"DATABASE_URL": "mysql://user:hunter2@host/db"})
+        settings_module.load(settings_file=no_file, environ={"DATABASE_URL": "mysql://user:hunter2@host/db"})
     assert "hunter2" not in str(raised.value)
 
 
@@ -133,7 +138,7 @@ def test_database_url_is_not_echoed_in_its_error(no_file):
 
 
 def test_without_a_secret_one_is_generated_with_mode_0600(tmp_path):
-    settings = config.build({"data_dir": str(tmp_path / "data")})
+    settings = settings_module.build({"data_dir": str(tmp_path / "data")})
     load_keys(settings)
     secret_path = tmp_path / "data" / "jwt_secret"
     assert secret_path.is_file()
@@ -142,7 +147,7 @@ def test_without_a_secret_one_is_generated_with_mode_0600(tmp_path):
 
 
 def test_generated_secret_is_reused_on_the_next_load(tmp_path):
-    settings = config.build({"data_dir": str(tmp_path / "data")})
+    settings = settings_module.build({"data_dir": str(tmp_path / "data")})
     first = load_keys(settings)
     token = mint_token(first, subject="restart", ttl=60)
     second = load_keys(settings)
@@ -151,6 +156,6 @@ def test_generated_secret_is_reused_on_the_next_load(tmp_path):
 
 
 def test_each_data_directory_gets_its_own_secret(tmp_path):
-    one = load_keys(config.build({"data_dir": str(tmp_path / "one")}))
-    two = load_keys(config.build({"data_dir": str(tmp_path / "two")}))
+    one = load_keys(settings_module.build({"data_dir": str(tmp_path / "one")}))
+    two = load_keys(settings_module.build({"data_dir": str(tmp_path / "two")}))
     assert one.verify_key != two.verify_key

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import asyncpg
 from sqlalchemy import Text, cast, func, literal_column, select
 
-from ..db import compile_statement, points
+from ..db.schema import points
+from ..db.statements import compile_statement
 
 # Which floor an export format is compared with.
 FLOOR_OF_FORMAT = {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "text": "csv"}

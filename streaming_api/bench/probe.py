@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .client import Target, decode, fetch
-from .server import RssFigures
+from .wire import Target, decode, fetch
 
 HEALTHZ_INTERVAL_SECONDS = 0.010
-REMOTE_RSS_INTERVAL_SECONDS = 0.100
 PROBE_TIMEOUT_SECONDS = 10.0
 
 Samples = dict[tuple[str, frozenset], float]
@@ -84,7 +82,7 @@ def _connection(target: Target) -> http.client.HTTPConnection:
     return kind(target.host, target.port, timeout=PROBE_TIMEOUT_SECONDS)
 
 
-class _Poller(threading.Thread):
+class Poller(threading.Thread):
     """GET one path every `interval` on a keep-alive connection until stopped."""
 
     def __init__(self, target: Target, path: str, interval: float, with_token: bool) -> None:
@@ -128,10 +126,9 @@ class _Poller(threading.Thread):
 class HealthzFigures:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
-    interval_s: float = HEALTHZ_INTERVAL_SECONDS
 
 
-class HealthzProbe(_Poller):
+class HealthzProbe(Poller):
     """/healthz every 10 ms while the timed requests run: how long the server makes a tiny request wait."""
 
     def __init__(self, target: Target) -> None:
@@ -146,24 +143,3 @@ class HealthzProbe(_Poller):
 
     def figures(self) -> HealthzFigures:
         return HealthzFigures(self.latencies_ms, self.errors)
-
-
-class MetricsRssSampler(_Poller):
-    """A remote server's RSS, from process_resident_memory_bytes in its /metrics every 100 ms."""
-
-    def __init__(self, target: Target, idle: int | None) -> None:
-        super().__init__(target, "/metrics", REMOTE_RSS_INTERVAL_SECONDS, with_token=True)
-        self.idle = idle
-        self.samples: list[tuple[float, int]] = []
-
-    def handle(self, status: int, body: bytes, sent_at: float, answered_at: float) -> None:
-        if status != 200:
-            self.errors += 1
-            return
-        rss = metric_sum(parse_metrics(body.decode("utf-8")), "process_resident_memory_bytes")
-        if rss is not None:
-            self.samples.append((answered_at, int(rss)))
-
-    def figures(self) -> RssFigures:
-        peak = max((rss for _, rss in self.samples), default=None)
-        return RssFigures(self.idle, peak, None, self.samples, REMOTE_RSS_INTERVAL_SECONDS, "/metrics")

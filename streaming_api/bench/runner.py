@@ -12,157 +12,26 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import aiohttp
 import asyncpg
 import psutil
 
-from .. import __version__
-from ..auth import load_keys, mint_token
-from ..config import Settings
+from ..db.database import Database
+from ..settings import Settings
+from ..tokens import load_keys, mint_token
 from . import floor as floors
-from .client import Received, Target, decode, fetch_together, server_timing
-from .probe import HealthzProbe, MetricsRssSampler, metric_sum, metrics_delta, scrape
+from .meters import CpuMeter, RunMeters, rss_figures
+from .probe import metrics_delta
 from .progress import Progress
-from .server import BenchDatabase, CpuMeter, RssFigures, RssSampler, ServerProcess, free_port, server_environment
-from .verify import BodyError, ResponseError, Verifier, verify_response
+from .results import DEFAULT_ROWS, BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
+from .server import ServerProcess, free_port, server_environment
+from .verify import Verifier, evaluate
+from .wire import Received, Target, fetch_together
 
-DEFAULT_ROWS = 500_000
-SERIES_POINTS = 200
 # A level is skipped when its bodies (client) and, for /standard, the server's copies would need more.
 MEMORY_BUDGET_SHARE = 0.6
 # /standard holds about this many copies of its body at its peak (pages, joined body, send buffer).
 STANDARD_BODY_COPIES = 3
-
-
-@dataclass(frozen=True)
-class Options:
-    url: str | None = None
-    token: str | None = None
-    database_url: str | None = None
-    # None: DEFAULT_ROWS when the bench owns the server, the whole table otherwise.
-    rows: tuple[int, ...] | None = None
-    repeat: int = 5
-    concurrency: tuple[int, ...] = (1, 8, 32)
-    formats: tuple[str, ...] = ("ndjson", "csv", "json")
-    endpoints: tuple[str, ...] = ("standard", "chunked")
-    healthz_probe: bool = False
-    data_dir: Path | None = None
-    timeout: float = 900.0
-
-
-@dataclass
-class RequestResult:
-    status: int | None
-    verified: bool
-    error: str | None
-    headers_ms: float | None
-    first_byte_ms: float | None
-    total_ms: float | None
-    bytes: int
-    wire_bytes: int
-    rows: int | None
-    sha256: str | None
-    server_timing: dict[str, float]
-    # [ms since the request was sent, body bytes, rows] at each piece, when series are kept.
-    timeline: list[list[float]] | None = None
-
-
-@dataclass
-class RunResult:
-    concurrency: int
-    warmup: bool
-    wall_ms: float
-    aggregate_rows_per_s: float | None
-    aggregate_mb_per_s: float | None
-    client_cpu_s: float
-    # Client CPU over the run's wall time: the share of one core the measuring side used.
-    client_cpu_share: float
-    server_cpu_s: float | None
-    postgres_cpu_s: float | None
-    rss: dict
-    healthz: dict | None
-    server_metrics: dict | None
-    requests: list[RequestResult]
-
-
-@dataclass
-class FloorRunResult:
-    kind: str
-    warmup: bool
-    total_ms: float
-    first_byte_ms: float | None
-    bytes: int
-    rows: int
-    client_cpu_s: float
-    postgres_cpu_s: float | None
-    ok: bool
-
-
-@dataclass
-class GroupResult:
-    rows: int | None
-    format: str
-    endpoint: str
-    path: str
-    floor_kind: str
-    floor_runs: list[FloorRunResult] = field(default_factory=list)
-    runs: list[RunResult] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    server_log: str | None = None
-
-
-@dataclass
-class BenchResult:
-    started_at: str
-    machine: dict
-    server: dict
-    options: dict
-    groups: list[GroupResult] = field(default_factory=list)
-    seeding: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    verification: dict = field(default_factory=dict)
-    finished_at: str | None = None
-
-
-def machine_info() -> dict:
-    model = None
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
-    except OSError:
-        pass
-    return {
-        "cpu_model": model or platform.processor() or None,
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "memory_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "aiohttp": aiohttp.__version__,
-        "asyncpg": asyncpg.__version__,
-        "streaming_api": __version__,
-        "postgresql": None,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "load_average_at_end": None,
-    }
-
-
-def downsample(points: list, limit: int = SERIES_POINTS) -> list:
-    """At most `limit` points, evenly spaced, always keeping the first and the last."""
-    if len(points) <= limit:
-        return points
-    step = (len(points) - 1) / (limit - 1)
-    return [points[round(i * step)] for i in range(limit)]
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
 
 
 class Runner:
@@ -173,7 +42,7 @@ class Runner:
         self.owned = options.url is None
         self.verifier = Verifier()
         self.conn: asyncpg.Connection | None = None
-        self.database: BenchDatabase | None = None
+        self.database: Database | None = None
         self.data_path = (options.data_dir or settings.data_path / "bench").resolve()
         self.server_settings = self._server_settings() if self.owned else settings
         self.result = BenchResult(
@@ -243,7 +112,7 @@ class Runner:
             if self.owned:
                 # One log per bench run: the server processes of every group append to it.
                 (self.data_path / "server.log").unlink(missing_ok=True)
-                self.database = BenchDatabase(self.data_path)
+                self.database = Database(self.server_settings, self.data_path)
                 self.progress.stage(f"starting the bench's embedded PostgreSQL in {self.data_path}")
                 self.conn = await floors.connect(await self.database.start())
             elif self.options.database_url:
@@ -271,14 +140,11 @@ class Runner:
         return self.result
 
     async def _run_size(self, rows: int | None) -> None:
-        if self.owned and self.database is not None and self.conn is not None:
+        if self.owned and self.database is not None:
             assert rows is not None
-            started = time.perf_counter()
             self.progress.stage(f"making the bench's points table hold {rows:,} rows")
-            seeded = await self.database.ensure_rows(self.conn, rows, self.progress.seeding())
-            self.result.seeding.append(
-                {"rows": rows, "seeded": seeded, "seconds": round(time.perf_counter() - started, 2)}
-            )
+            seeding = await self.database.ensure_rows(rows, "different", self.progress.seeding())
+            self.result.seeding.append({"rows": rows, "seeded": seeding.seeded, "seconds": round(seeding.seconds, 2)})
         for fmt in self.options.formats:
             for endpoint in self.options.endpoints:
                 group = await self._run_group(rows, fmt, endpoint)
@@ -399,7 +265,7 @@ class Runner:
         )
 
     def _postgres_meter(self) -> CpuMeter | None:
-        pid = self.database.postmaster_pid() if self.database is not None else None
+        pid = self.database.embedded.postmaster_pid() if self.database and self.database.embedded else None
         return CpuMeter(pid, descendants=True) if pid else None
 
     # --- one run: `concurrency` requests started together -------------------------------------------
@@ -415,69 +281,46 @@ class Runner:
         label: str,
     ) -> RunResult:
         keep_series = concurrency == 1
-        before = await scrape(target)
-        rss_sampler: RssSampler | MetricsRssSampler | None = None
-        server_cpu = CpuMeter(server.pid) if server is not None else None
-        postgres_cpu = self._postgres_meter()
-        if server is not None:
-            rss_sampler = RssSampler(server.pid)
-        elif before is not None:
-            idle = metric_sum(before, "process_resident_memory_bytes")
-            rss_sampler = MetricsRssSampler(target, None if idle is None else int(idle))
-        probe = HealthzProbe(target) if self.options.healthz_probe and concurrency > 1 and not warmup else None
+        postgres_pid = self.database.embedded.postmaster_pid() if self.database and self.database.embedded else None
+        probe = self.options.healthz_probe and concurrency > 1 and not warmup
+        meters = RunMeters(target, server.pid if server else None, postgres_pid, probe_healthz=probe)
         received = [Received(group.path) for _ in range(concurrency)]
-
-        server_before = server_cpu.snapshot() if server_cpu else None
-        postgres_before = postgres_cpu.snapshot() if postgres_cpu else None
-        if rss_sampler is not None:
-            rss_sampler.start()
-        if probe is not None:
-            probe.start()
+        await meters.start()
         self.progress.run_started(label, received)
-        cpu_started = time.process_time()
         try:
             await fetch_together(target, received, self.options.timeout)
         finally:
-            client_cpu = time.process_time() - cpu_started
             self.progress.run_finished()
-            healthz = None
-            if probe is not None:
-                probe.stop()
-                healthz = probe.figures()
-            rss = None
-            if isinstance(rss_sampler, RssSampler):
-                rss = rss_sampler.stop()
-            elif isinstance(rss_sampler, MetricsRssSampler):
-                rss_sampler.stop()
-                rss = rss_sampler.figures()
-        server_cpu_s = CpuMeter.used(server_before, server_cpu.snapshot()) if server_cpu and server_before else None
-        postgres_cpu_s = (
-            CpuMeter.used(postgres_before, postgres_cpu.snapshot()) if postgres_cpu and postgres_before else None
-        )
-        after = await scrape(target)
+            costs = await meters.stop()
 
         self.progress.stage(f"{label}: verifying {concurrency} bod{'y' if concurrency == 1 else 'ies'}")
-        requests = [self._evaluate(group, one, rows, keep_series) for one in received]
+        requests = [evaluate(self.verifier, group.format, one, rows, keep_series) for one in received]
         starts = [one.started for one in received if one.started]
         ends = [one.times[-1] for one in received if one.times]
         wall = (max(ends) - min(starts)) if starts and ends else 0.0
         verified_rows = sum(r.rows or 0 for r in requests if r.verified)
         body_bytes = sum(r.bytes for r in requests if r.verified)
-        server_metrics = metrics_delta(before, after, group.endpoint, group.format)
+        server_metrics = metrics_delta(costs.metrics_before, costs.metrics_after, group.endpoint, group.format)
+        server_cpu_s = costs.server_cpu_s
         if server_cpu_s is None and server_metrics is not None:
             server_cpu_s = server_metrics["cpu_s"]
+        healthz = costs.healthz
         run = RunResult(
             concurrency=concurrency,
             warmup=warmup,
             wall_ms=round(wall * 1000, 3),
             aggregate_rows_per_s=round(verified_rows / wall, 1) if wall else None,
             aggregate_mb_per_s=round(body_bytes / wall / 1e6, 3) if wall else None,
-            client_cpu_s=round(client_cpu, 4),
-            client_cpu_share=round(client_cpu / wall, 4) if wall else 0.0,
+            client_cpu_s=round(costs.client_cpu_s, 4),
+            client_cpu_share=round(costs.client_cpu_s / wall, 4) if wall else 0.0,
             server_cpu_s=server_cpu_s,
-            postgres_cpu_s=postgres_cpu_s,
-            rss=self._rss_figures(
-                rss, server.fresh_rss if server else None, concurrency, min(starts) if starts else 0.0, keep_series
+            postgres_cpu_s=costs.postgres_cpu_s,
+            rss=rss_figures(
+                costs.rss,
+                server.fresh_rss if server else None,
+                concurrency,
+                min(starts) if starts else 0.0,
+                keep_series,
             ),
             healthz=None if healthz is None else {"latencies_ms": healthz.latencies_ms, "errors": healthz.errors},
             server_metrics=server_metrics,
@@ -485,72 +328,6 @@ class Runner:
         )
         self.progress.run_done(label, run)
         return run
-
-    def _evaluate(self, group: GroupResult, received: Received, rows: int | None, keep_series: bool) -> RequestResult:
-        """Decode and verify one response after its clock stopped; its figures, or what went wrong."""
-        try:
-            response = decode(received)
-        except ResponseError as exc:
-            body = sum(len(p) for p in received.pieces)
-            received.pieces.clear()
-            return RequestResult(None, False, str(exc), None, None, None, 0, body, None, None, {})
-        received.pieces.clear()
-        started = received.started
-        result = RequestResult(
-            status=response.status,
-            verified=False,
-            error=None,
-            headers_ms=_ms(response.headers_at - started),
-            first_byte_ms=_ms(None if response.first_byte_at is None else response.first_byte_at - started),
-            total_ms=_ms(response.last_byte_at - started),
-            bytes=len(response.body),
-            wire_bytes=response.wire_bytes,
-            rows=None,
-            sha256=None,
-            server_timing=server_timing(response.headers.get("server-timing")),
-        )
-        try:
-            check = verify_response(self.verifier, group.format, response, rows)
-        except BodyError as exc:
-            result.error = str(exc)
-            return result
-        result.verified = True
-        result.rows = check.rows
-        result.sha256 = check.sha256
-        if keep_series:
-            result.timeline = [
-                [round(at * 1000, 2), nbytes, check.rows_within(nbytes)] for at, nbytes in downsample(response.progress)
-            ]
-        return result
-
-    @staticmethod
-    def _rss_figures(
-        rss: RssFigures | None, fresh: int | None, concurrency: int, started: float, keep_series: bool
-    ) -> dict:
-        """Peak RSS over a baseline: the fresh server's (before its first export) when the bench started it,
-        else the RSS just before the run. Memory an earlier request left in the heap then counts too."""
-        if rss is None:
-            return {"source": None}
-        peak = rss.peak
-        baseline = fresh if fresh is not None else rss.idle
-        growth = None if peak is None or baseline is None else max(peak - baseline, 0)
-        figures = {
-            "source": rss.source,
-            "interval_ms": round(rss.interval_s * 1000, 1),
-            "fresh_bytes": fresh,
-            "idle_bytes": rss.idle,
-            "baseline": "fresh" if fresh is not None else "idle",
-            "peak_sampled_bytes": rss.peak_sampled,
-            "peak_hwm_bytes": rss.peak_hwm,
-            "peak_bytes": peak,
-            "growth_bytes": growth,
-            "growth_over_idle_bytes": rss.growth,
-            "growth_per_request_bytes": None if growth is None else growth // concurrency,
-            "samples": len(rss.samples),
-        }
-        if keep_series:
-            figures["series"] = [[round((at - started) * 1000, 1), value] for at, value in downsample(rss.samples)]
-        return figures
 
 
 async def run_bench(options: Options, settings: Settings, progress: Progress) -> BenchResult:

@@ -1,4 +1,4 @@
-"""The server the bench owns: its embedded PostgreSQL, the `run.py serve` subprocess, and what it costs.
+"""The server the bench owns: `run.py serve` in a process of its own, on a free port, with the bench's data dir.
 
 The server runs as a separate process (its RSS is measurable, and the client does not share its event
 loop). Its data directory is the bench's own (default <data_dir>/bench), so a server the user already
@@ -9,61 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import IO
 
-import asyncpg
 import psutil
 
-from ..config import PROJECT_ROOT, Settings
-from ..db import row_count, seed
-from ..embedded import EmbeddedPostgres
-from .client import Target, fetch
+from ..settings import PROJECT_ROOT, Settings
+from .wire import Target, fetch
 
-log = logging.getLogger(__name__)
-
-RSS_INTERVAL_SECONDS = 0.010
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 60.0
-
-
-class BenchDatabase:
-    """The bench's embedded PostgreSQL, shared with the server subprocess (it stops when both let go)."""
-
-    def __init__(self, data_path: Path) -> None:
-        self.data_path = data_path
-        self._embedded = EmbeddedPostgres(data_path)
-        self.url: str | None = None
-
-    async def start(self) -> str:
-        self.url = await asyncio.to_thread(self._embedded.start)
-        return self.url
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._embedded.stop)
-
-    async def ensure_rows(
-        self, conn: asyncpg.Connection, rows: int, progress: Callable[[int, int], None] | None
-    ) -> bool:
-        """Make the points table hold rows 1..rows; True when it had to be (re)seeded."""
-        if await row_count(conn) == rows:
-            return False
-        await seed(conn, rows, None if progress is None else (lambda done: progress(done, rows)))
-        return True
-
-    def postmaster_pid(self) -> int | None:
-        try:
-            return int((self._embedded.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -158,111 +119,3 @@ class ServerProcess:
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
-
-
-class CpuMeter:
-    """CPU seconds used by a process, optionally with all its descendants (PostgreSQL's backends)."""
-
-    def __init__(self, pid: int, descendants: bool = False) -> None:
-        self.pid = pid
-        self.descendants = descendants
-
-    def snapshot(self) -> dict[int, float]:
-        try:
-            root = psutil.Process(self.pid)
-            processes = [root, *(root.children(recursive=True) if self.descendants else [])]
-        except psutil.Error:
-            return {}
-        seconds = {}
-        for process in processes:
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            seconds[process.pid] = times.user + times.system
-        return seconds
-
-    @staticmethod
-    def used(before: Mapping[int, float], after: Mapping[int, float]) -> float:
-        return round(sum(after[pid] - before.get(pid, 0.0) for pid in after), 4)
-
-
-def _hwm_bytes(pid: int) -> int | None:
-    """The kernel's peak RSS of the process since its last reset (Linux VmHWM)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-@dataclass
-class RssFigures:
-    idle: int | None
-    peak_sampled: int | None
-    # The kernel's own high-water mark over the run, when the platform has one: misses no short peak.
-    peak_hwm: int | None
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    interval_s: float = RSS_INTERVAL_SECONDS
-    source: str = "psutil"
-
-    @property
-    def peak(self) -> int | None:
-        peaks = [p for p in (self.peak_sampled, self.peak_hwm) if p is not None]
-        return max(peaks) if peaks else None
-
-    @property
-    def growth(self) -> int | None:
-        return None if self.idle is None or self.peak is None else max(self.peak - self.idle, 0)
-
-
-class RssSampler:
-    """Samples a local process's RSS every 10 ms on a thread of its own (the event loop cannot delay it)."""
-
-    def __init__(self, pid: int, interval: float = RSS_INTERVAL_SECONDS) -> None:
-        self.process = psutil.Process(pid)
-        self.interval = interval
-        self._halt = threading.Event()
-        self._samples: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._idle: int | None = None
-        self._hwm_reset = False
-
-    def _rss(self) -> int | None:
-        try:
-            return self.process.memory_info().rss
-        except psutil.Error:
-            return None
-
-    def start(self) -> None:
-        self._idle = self._rss()
-        self._hwm_reset = _reset_hwm(self.process.pid)
-        self._thread.start()
-
-    def _run(self) -> None:
-        next_at = time.perf_counter()
-        while not self._halt.is_set():
-            rss = self._rss()
-            if rss is not None:
-                self._samples.append((time.perf_counter(), rss))
-            next_at += self.interval
-            self._halt.wait(max(next_at - time.perf_counter(), 0.0))
-
-    def stop(self) -> RssFigures:
-        self._halt.set()
-        self._thread.join()
-        hwm = _hwm_bytes(self.process.pid) if self._hwm_reset else None
-        peak = max((rss for _, rss in self._samples), default=None)
-        return RssFigures(self._idle, peak, hwm, self._samples)

@@ -13,8 +13,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..parsing import BodyError, RowParser, row_id, verify_ids
-from .client import Response, ResponseError
+from ..client.records import BodyError, RowParser, row_id, verify_ids
+from .results import RequestResult, downsample
+from .wire import Received, Response, ResponseError, decode, server_timing
 
 # Bytes fed to the parser at a time; also the resolution of the byte-to-row map.
 BLOCK_BYTES = 64 * 1024
@@ -76,10 +77,6 @@ class Verifier:
         known[digest] = check
         return check
 
-    def digests(self, fmt: str, expected_rows: int | None, after_id: int = 0) -> list[str]:
-        """The distinct bodies that passed for one format and size (one, when every endpoint agrees)."""
-        return list(self._passed.get((fmt, expected_rows, after_id), {}))
-
 
 def verify_response(
     verifier: Verifier, fmt: str, response: Response, expected_rows: int | None, after_id: int = 0
@@ -91,4 +88,43 @@ def verify_response(
     return verifier.check(fmt, response.body, expected_rows, after_id)
 
 
-__all__ = ["BodyCheck", "BodyError", "ResponseError", "Verifier", "check_body", "verify_response"]
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None, keep_series: bool) -> RequestResult:
+    """Decode and verify one response after its clock stopped; its figures, or what went wrong."""
+    try:
+        response = decode(received)
+    except ResponseError as exc:
+        body = sum(len(p) for p in received.pieces)
+        received.pieces.clear()
+        return RequestResult(None, False, str(exc), None, None, None, 0, body, None, None, {})
+    received.pieces.clear()
+    started = received.started
+    result = RequestResult(
+        status=response.status,
+        verified=False,
+        error=None,
+        headers_ms=_ms(response.headers_at - started),
+        first_byte_ms=_ms(None if response.first_byte_at is None else response.first_byte_at - started),
+        total_ms=_ms(response.last_byte_at - started),
+        bytes=len(response.body),
+        wire_bytes=response.wire_bytes,
+        rows=None,
+        sha256=None,
+        server_timing=server_timing(response.headers.get("server-timing")),
+    )
+    try:
+        check = verify_response(verifier, fmt, response, rows)
+    except BodyError as exc:
+        result.error = str(exc)
+        return result
+    result.verified = True
+    result.rows = check.rows
+    result.sha256 = check.sha256
+    if keep_series:
+        result.timeline = [
+            [round(at * 1000, 2), nbytes, check.rows_within(nbytes)] for at, nbytes in downsample(response.progress)
+        ]
+    return result

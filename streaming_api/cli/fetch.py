@@ -1,0 +1,144 @@
+"""`run.py fetch`: download an export to a file or stdout, resuming after drops (see client.download)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from yarl import URL
+
+from ..client.download import FetchResult, download
+from ..client.records import FORMATS, BodyError
+from ..client.stream import GaveUp, RequestRejected, Retry, Unauthorized
+from ..settings import Settings
+from ..tokens import load_keys, mint_token
+from .args import non_negative, positive
+from .console import StatusLine, transfer_text
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAUTHORIZED = 3
+EXIT_REJECTED = 4
+EXIT_GAVE_UP = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}    the download is complete (and, with --out, moved into place)
+  {EXIT_FAILED}    failed otherwise: a malformed body, or the output could not be written
+  {EXIT_USAGE}    bad arguments or settings
+  {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
+  {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
+  {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    fetch = sub.add_parser(
+        "fetch",
+        help="download an export to a file, resuming after drops",
+        description="Download rows from /chunked (or --url) to a file or stdout.\n\n"
+        "A dropped connection resumes after the last whole row received. The file is written under a\n"
+        "temporary name beside --out and moved into place only when complete (to stdout, a failed\n"
+        "download leaves what it wrote; the exit code says so).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument("--url", help="endpoint URL (default: http://HOST:PORT/chunked from the settings)")
+    fetch.add_argument("--token", help="JWT to send (default: mint one with the local settings' key)")
+    fetch.add_argument("--format", choices=FORMATS, default="ndjson", help="body format (default: ndjson)")
+    fetch.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    fetch.add_argument("--limit", type=non_negative, help="at most this many rows (default: all)")
+    fetch.add_argument("--after-id", type=non_negative, default=0, help="start after this id (default: 0)")
+    fetch.add_argument("--page-size", type=positive, help="rows per chunk (/chunked only; default: the server's)")
+    fetch.add_argument(
+        "--retries",
+        type=non_negative,
+        default=5,
+        help="retries in a row that bring no row before giving up; waits 0.5, 1, 2, 4, 8, 8... s (default: 5)",
+    )
+    return fetch
+
+
+def default_url(settings: Settings) -> str:
+    return settings.base_url + "/chunked"
+
+
+def endpoint_url(url: str) -> str:
+    """A URL without a path means the server: fetch from its /chunked."""
+    parsed = URL(url)
+    if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
+        raise ValueError(f"--url must be an http(s) URL, got {url[:100]!r}")
+    return str(parsed.with_path("/chunked")) if parsed.path in ("", "/") else url
+
+
+async def download_with_progress(
+    url: str, token: str, args: argparse.Namespace, messages: TextIO | None = None
+) -> FetchResult:
+    """The download with its progress line on a terminal, and a line per retry, on `messages` (stderr)."""
+    line = StatusLine(messages)
+    started = time.perf_counter()
+
+    def on_retry(event: Retry) -> None:
+        line.print(f"fetch: {event}")
+
+    def on_progress(rows: int, nbytes: int) -> None:
+        line.show(transfer_text(rows, nbytes, time.perf_counter() - started), throttle=True)
+
+    try:
+        result = await download(
+            url,
+            token,
+            args.format,
+            args.out,
+            limit=args.limit,
+            after_id=args.after_id,
+            page_size=args.page_size,
+            retries=args.retries,
+            on_retry=on_retry,
+            on_progress=on_progress,
+        )
+    except BaseException:
+        line.finish()
+        raise
+    line.finish(transfer_text(result.rows, result.bytes, result.seconds))
+    return result
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """The `fetch` subcommand: its exit code (see EXIT_CODES_HELP)."""
+    try:
+        url = endpoint_url(args.url) if args.url else default_url(settings)
+        token = args.token or mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out is not None and not args.out.resolve().parent.is_dir():
+        print(f"fetch: no such directory for --out: {args.out.resolve().parent}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = asyncio.run(download_with_progress(url, token, args))
+    except Unauthorized as exc:
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_UNAUTHORIZED
+    except RequestRejected as exc:
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except GaveUp as exc:
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    except (BodyError, OSError, ValueError) as exc:
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    where = f" into {args.out}" if args.out is not None else ""
+    resumed = f", resumed {result.retries} time{'s' if result.retries != 1 else ''}" if result.retries else ""
+    print(
+        f"fetch: {result.rows:,} rows, {result.bytes / 1e6:.1f} MB{where} in {result.seconds:.1f} s{resumed}",
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -1,0 +1,32 @@
+"""`run.py seed`: (re)load the points table so that it holds exactly rows 1..N."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ..db.database import Database
+from ..settings import Settings
+from .args import non_negative
+from .console import StatusLine, rows_bar
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    seed = sub.add_parser(
+        "seed",
+        help="(re)load the points table with COPY",
+        description="Create the points table if missing and load it so that it holds exactly rows 1..N. Idempotent.",
+    )
+    seed.add_argument("--rows", type=non_negative, help="number of rows (default: the rows setting, 500,000)")
+
+
+async def _seed(settings: Settings, rows: int) -> float:
+    async with Database(settings) as database:
+        return (await database.ensure_rows(rows, "always", rows_bar(StatusLine()))).seconds
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    rows = settings.rows if args.rows is None else args.rows
+    seconds = asyncio.run(_seed(settings, rows))
+    print(f"points holds rows 1..{rows:,} (loaded in {seconds:.1f} s)")
+    return 0

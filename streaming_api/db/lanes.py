@@ -1,0 +1,72 @@
+"""Pool connections handed out by priority, so a new client's first page never queues behind old streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+
+class Lanes:
+    """Pool connections handed out by priority: a stream's first page and /healthz (FIRST) go before the
+    later pages of streams already running (LATER), and half the pool is kept for FIRST alone, so a new
+    client's first bytes (and a health check) never queue behind the streams already running."""
+
+    FIRST, LATER = 0, 1
+
+    def __init__(self, pool: asyncpg.Pool, capacity: int) -> None:
+        self.pool = pool
+        self._free = capacity
+        # LATER may not take the last `_reserved` free connections.
+        self._reserved = capacity // 2
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @property
+    def free(self) -> int:
+        """Connections no request holds right now."""
+        return self._free
+
+    @contextlib.asynccontextmanager
+    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        await self._take(priority)
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        finally:
+            self._free += 1
+            self._dispatch()
+
+    def _may_take(self, priority: int) -> bool:
+        return self._free > (0 if priority == self.FIRST else self._reserved)
+
+    async def _take(self, priority: int) -> None:
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        self._dispatch()  # at once when this request may take a free connection
+        try:
+            await turn
+        except asyncio.CancelledError:
+            # Still waiting: the cancelled future is skipped by _dispatch. Handed a connection just as we
+            # were cancelled: pass it on.
+            if not turn.cancelled():
+                self._free += 1
+                self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        """Hand free connections to the waiters, best priority first, as far as each may take one."""
+        while self._waiting:
+            priority, _, turn = self._waiting[0]
+            if turn.done():
+                heapq.heappop(self._waiting)
+                continue
+            if not self._may_take(priority):
+                return
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            turn.set_result(None)

@@ -1,0 +1,98 @@
+"""The points table (SQLAlchemy Core) and its seeding: deterministic rows loaded with COPY."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Iterator
+
+import asyncpg
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Float, MetaData, Table, Text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable
+
+from ..columns import COLUMNS
+
+metadata = MetaData()
+
+_TYPES = {
+    "id": BigInteger,
+    "x": Float(precision=53),
+    "y": Float(precision=53),
+    "label": Text,
+    "value": Float(precision=53),
+    "recorded_at": DateTime(timezone=True),
+}
+
+points = Table(
+    "points",
+    metadata,
+    *(Column(name, _TYPES[name], primary_key=name == "id", autoincrement=False, nullable=False) for name in COLUMNS),
+    # Finite doubles only: every format writes numbers bare, and NaN or Infinity is not a JSON number.
+    *(
+        CheckConstraint(f"{name} NOT IN ('NaN', 'Infinity', '-Infinity')", name=f"points_{name}_finite")
+        for name in ("x", "y", "value")
+    ),
+)
+
+# Every 101st row carries a label that needs escaping in every format.
+TRICKY_LABEL = 'Zürich, "north"\tline\ntwo \\ ✓'
+TRICKY_EVERY = 101
+VALUE_SEED = 20260101
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+CREATE_TABLE = str(CreateTable(points, if_not_exists=True).compile(dialect=postgresql.dialect()))
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    await conn.execute(CREATE_TABLE)
+
+
+async def row_count(conn: asyncpg.Connection) -> int:
+    """Rows in the table, or 0 when it does not exist yet."""
+    exists = await conn.fetchval("SELECT to_regclass('points') IS NOT NULL")
+    if not exists:
+        return 0
+    return await conn.fetchval(f"SELECT count(*) FROM {points.name}")
+
+
+def generate_rows(count: int, start: int = 1) -> Iterator[tuple]:
+    """Rows start..count as tuples in column order. Deterministic: row i is the same whatever count is."""
+    rng = random.Random(VALUE_SEED)
+    for _ in range(1, start):
+        rng.random()
+    for i in range(start, count + 1):
+        label = TRICKY_LABEL if i % TRICKY_EVERY == 0 else f"point-{i}"
+        yield (
+            i,
+            float((i - 1) % 1000),
+            float((i - 1) // 1000),
+            label,
+            rng.random() * 100.0,
+            EPOCH + dt.timedelta(seconds=i),
+        )
+
+
+async def seed(
+    conn: asyncpg.Connection,
+    rows: int,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 50_000,
+) -> None:
+    """Make the table hold exactly rows 1..rows, loaded with COPY, in one transaction."""
+    await ensure_schema(conn)
+    source = generate_rows(rows)
+    async with conn.transaction():
+        # Durability of a bulk reload is not worth a flush per commit; the load is all or nothing.
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+        # A bulk load of millions of rows is not a query to cut short by the service's statement_timeout.
+        await conn.execute("SET LOCAL statement_timeout TO 0")
+        await conn.execute(f"TRUNCATE {points.name}")
+        done = 0
+        while done < rows:
+            chunk = [next(source) for _ in range(min(batch, rows - done))]
+            await conn.copy_records_to_table(points.name, records=chunk, columns=list(COLUMNS))
+            done += len(chunk)
+            if progress:
+                progress(done)
+    await conn.execute(f"ANALYZE {points.name}")

@@ -1,0 +1,83 @@
+"""A request's parameters as an Export: which rows, in which format, in pages of what size.
+
+Every problem is a BadParameter naming the parameter (the web layer turns it into a 400).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from multidict import MultiMapping
+
+from ..db.statements import MAX_ID
+from .formats import FORMATS, Format, negotiate
+
+# Plain ASCII digits only: int() would also take " 1", "1_000" and other scripts' digits.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
+class BadParameter(ValueError):
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Export:
+    format: Format
+    after_id: int = 0
+    limit: int | None = None
+    # Rows per query; None means all of them in one query (/standard).
+    page_size: int | None = None
+    # A smaller first page (/chunked), so the first bytes leave sooner; None: page_size.
+    first_page_size: int | None = None
+
+
+def _int_param(query: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not _INTEGER.fullmatch(raw):
+        raise BadParameter(name, f"must be an integer, got {raw[:40]!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise BadParameter(name, f"must be between {low:,} and {high:,}, got {value:,}")
+    return value
+
+
+def parse_export(
+    query: MultiMapping[str],
+    accept: str | None,
+    allowed: set[str],
+    default_page_size: int | None,
+    max_page_size: int,
+    first_page_size: int | None = None,
+) -> Export:
+    """Validate the query string; every problem is a BadParameter naming the parameter.
+
+    ?format= wins over the Accept header; only without it is Accept negotiated (NotAcceptable).
+    """
+    for name in query:
+        if name not in allowed:
+            raise BadParameter(name, f"unknown parameter; this endpoint accepts {', '.join(sorted(allowed))}")
+    for name in set(query):
+        if len(query.getall(name)) > 1:
+            raise BadParameter(name, "given more than once")
+    if "format" in query:
+        name = query["format"]
+        if name not in FORMATS:
+            raise BadParameter("format", f"must be one of {', '.join(FORMATS)}, got {name[:40]!r}")
+        fmt = FORMATS[name]
+    else:
+        fmt = negotiate(accept)
+    page_size = _int_param(query, "page_size", 1, max_page_size) if "page_size" in allowed else None
+    return Export(
+        format=fmt,
+        after_id=_int_param(query, "after_id", 0, MAX_ID) or 0,
+        limit=_int_param(query, "limit", 0, MAX_ID),
+        page_size=page_size or default_page_size,
+        first_page_size=first_page_size or None,
+    )

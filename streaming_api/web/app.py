@@ -1,0 +1,79 @@
+"""create_app(settings): the app factory. Middlewares, routes, and the database's lifetime (a cleanup context)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ..db.database import Database
+from ..db.lanes import Lanes
+from ..db.pool import close_pool, create_pool
+from ..export.pages import PageQueries
+from ..settings import Settings
+from ..tokens import load_keys
+from . import browser, handlers
+from .guards import StandardSlots
+from .keys import DATABASE, KEYS, LANES, METRICS, OBSERVER, POOL, QUERIES, ROWS, SETTINGS, STANDARD_SLOTS
+from .metrics import Metrics
+from .middleware import cors, security, shutdown
+from .middleware.auth import jwt_middleware, requires_token
+from .middleware.errors import error_middleware
+from .middleware.timing import timing_middleware
+
+# Room for a 16 KB header line (an oversized token gets the JWT check's 401); longer lines get the parser's 400.
+MAX_HEADER_FIELD_BYTES = 32 * 1024
+
+SeedProgress = Callable[[int, int], None]
+
+
+def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        """The database to use (started if embedded, seeded when empty), and the pool, for the app's lifetime."""
+        settings = app[SETTINGS]
+        async with Database(settings) as db:
+            app[ROWS] = (await db.ensure_rows(settings.rows, "empty", seed_progress)).rows
+            app[DATABASE] = db.description
+            assert db.url is not None
+            pool = await create_pool(db.url, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout)
+            try:
+                app[POOL] = pool
+                app[LANES] = Lanes(pool, settings.pool_max_size)
+                yield
+            finally:
+                await close_pool(pool)
+
+    return database
+
+
+def _add_metrics(app: web.Application, require_token: bool) -> None:
+    metrics = Metrics()
+    app[METRICS] = metrics
+    app[OBSERVER] = metrics
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        return await metrics.view(request)
+
+    app.router.add_get("/metrics", requires_token(metrics_view) if require_token else metrics_view, name="metrics")
+
+
+def create_app(settings: Settings, seed_progress: SeedProgress | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[shutdown.in_flight_middleware, timing_middleware, error_middleware, jwt_middleware],
+        handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES},
+    )
+    app[SETTINGS] = settings
+    app[KEYS] = load_keys(settings)
+    app[QUERIES] = PageQueries()
+    app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)
+    shutdown.install(app)
+    cors.install(app)
+    security.install(app)
+    app.cleanup_ctx.append(database_context(seed_progress))
+    app.router.add_get("/standard", handlers.standard, name="standard")
+    app.router.add_get("/chunked", handlers.chunked, name="chunked")
+    app.router.add_get("/healthz", handlers.healthz, name="healthz")
+    browser.add_routes(app)
+    if settings.metrics_enabled:
+        _add_metrics(app, settings.metrics_require_token)
+    return app

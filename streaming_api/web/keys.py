@@ -1,0 +1,34 @@
+"""Every key of the app's and the requests' typed state, in one place: what a running app holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from ..db.lanes import Lanes
+from ..export.pages import PageQueries
+from ..settings import Settings
+from ..tokens import Keys
+from .guards import StandardSlots
+from .metrics import Metrics
+from .timing import RequestObserver, RequestTiming
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("jwt_keys", Keys)
+# Set by the database cleanup context once the pool is open.
+POOL = web.AppKey("pool", asyncpg.Pool)
+LANES = web.AppKey("lanes", Lanes)
+# Rows in the points table at start-up, and where they live (for the banner).
+ROWS = web.AppKey("rows", int)
+DATABASE = web.AppKey("database", str)
+QUERIES = web.AppKey("page_queries", PageQueries)
+STANDARD_SLOTS = web.AppKey("standard_slots", StandardSlots)
+# The tasks serving requests right now, so shutdown can wait for them or cancel them.
+IN_FLIGHT = web.AppKey("in_flight", set[asyncio.Task])
+METRICS = web.AppKey("metrics", Metrics)
+OBSERVER = web.AppKey("request_observer", RequestObserver)
+
+TIMING = web.RequestKey("timing", RequestTiming)
+CLAIMS = web.RequestKey("jwt_claims", dict)

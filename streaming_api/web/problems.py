@@ -1,0 +1,97 @@
+"""The problems a request can meet, each as an HTTP error whose JSON body names it: {"error", "detail", ...}."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+import asyncpg
+from aiohttp import web
+
+from ..export.formats import FORMATS
+from ..export.request import BadParameter
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "5"
+_RETRY = {"Retry-After": RETRY_AFTER_SECONDS}
+
+
+class HTTPTooManyRows(web.HTTPClientError):
+    status_code = 413
+
+
+def json_error(
+    kind: type[web.HTTPException],
+    error: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: object,
+) -> web.HTTPException:
+    """An HTTP error whose body names the problem; raise it from a handler or middleware."""
+    body = json.dumps({"error": error, "detail": detail, **extra})
+    return kind(text=body, content_type="application/json", headers=headers)
+
+
+def bad_parameter(exc: BadParameter) -> web.HTTPException:
+    return json_error(web.HTTPBadRequest, "bad_parameter", str(exc), parameter=exc.name)
+
+
+def not_acceptable(accept: str | None) -> web.HTTPException:
+    offered = [f.content_type for f in FORMATS.values()]
+    return json_error(
+        web.HTTPNotAcceptable,
+        "not_acceptable",
+        f"no offered format matches Accept: {(accept or '')[:200]!r}; offered: {', '.join(offered)} "
+        f"(or ?format={'|'.join(FORMATS)})",
+        offered=offered,
+    )
+
+
+def unavailable(exc: BaseException) -> web.HTTPException:
+    """The database failed before the response started: 503, retry later."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        log.warning("query cancelled by statement_timeout before the response started")
+        return json_error(
+            web.HTTPServiceUnavailable,
+            "query_timeout",
+            "the database query ran longer than statement_timeout; retry later or ask for fewer rows",
+            _RETRY,
+        )
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return json_error(
+        web.HTTPServiceUnavailable, "database_unavailable", "the database did not answer; retry later", _RETRY
+    )
+
+
+def deadline_passed(seconds: float) -> web.HTTPException:
+    log.warning("request_deadline (%g s) passed before the response started", seconds)
+    return json_error(
+        web.HTTPServiceUnavailable,
+        "deadline_exceeded",
+        f"the request did not start within request_deadline ({seconds:g} s); retry later or ask for fewer rows",
+        _RETRY,
+    )
+
+
+def standard_busy(limit: int) -> web.HTTPException:
+    return json_error(
+        web.HTTPServiceUnavailable,
+        "standard_busy",
+        f"/standard is already building {limit} buffered responses (standard_max_concurrency); "
+        "retry later, or use /chunked, which streams without buffering",
+        _RETRY,
+    )
+
+
+def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:
+    chunked_url = str(request.rel_url.with_path("/chunked").with_query(request.rel_url.query))
+    return json_error(
+        HTTPTooManyRows,
+        "too_many_rows",
+        f"this request would return more than {cap:,} rows (standard_max_rows), too many to buffer; "
+        f"/chunked streams any number of rows: {chunked_url}",
+        max_rows=cap,
+        chunked=chunked_url,
+    )

@@ -1,0 +1,235 @@
+"""`python run.py bench` end to end at a small size: the server it starts, and a server already running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from streaming_api.cli import main
+from streaming_api.settings import PROJECT_ROOT, Settings
+from streaming_api.web.app import create_app
+from tests.support.bodies import ENDPOINTS
+from tests.support.pg import ROWS
+
+BENCH_ROWS = 5000
+FORMATS = ("ndjson", "csv", "json")
+# Generous: the whole run takes about ten seconds on two cores.
+BENCH_TIMEOUT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    doc: dict
+    data_dir: Path
+    plot: Path
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    """One small bench run that starts its own server and database (shared by the tests below)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "run.py"),
+            "bench",
+            "--rows",
+            str(BENCH_ROWS),
+            "--repeat",
+            "1",
+            "--concurrency",
+            "1,4",
+            "--healthz-probe",
+            "--data-dir",
+            str(tmp / "data"),
+            "--json",
+            str(tmp / "bench.json"),
+            "--plot",
+            str(tmp / "bench.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_SECONDS,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    doc = json.loads((tmp / "bench.json").read_text()) if (tmp / "bench.json").exists() else {}
+    return BenchRun(completed.returncode, completed.stdout, completed.stderr, doc, tmp / "data", tmp / "bench.png")
+
+
+def _measured(doc: dict) -> list[dict]:
+    return [run for group in doc["groups"] for run in group["runs"] if not run["warmup"]]
+
+
+def test_bench_exits_zero_and_prints_the_table_with_the_floor(bench_run):
+    assert bench_run.returncode == 0, bench_run.stderr[-2000:]
+    assert "÷floor" in bench_run.stdout
+    assert "COPY (SELECT row_to_json(...)) TO STDOUT" in bench_run.stdout
+    assert "Verified: all" in bench_run.stdout
+
+
+def test_bench_covers_every_endpoint_format_and_level(bench_run):
+    groups = {(g["endpoint"], g["format"]) for g in bench_run.doc["groups"]}
+    assert groups == {(e, f) for e in ENDPOINTS for f in FORMATS}
+    for summary in bench_run.doc["summary"]:
+        assert set(summary["levels"]) == {"1", "4"}
+        assert summary["levels"]["4"]["requests"] == 4
+
+
+def test_bench_json_holds_sane_figures_for_every_request(bench_run):
+    for run in _measured(bench_run.doc):
+        for request in run["requests"]:
+            assert request["verified"] and request["error"] is None
+            assert request["status"] == 200
+            assert request["rows"] == BENCH_ROWS
+            assert request["bytes"] > BENCH_ROWS * 20
+            assert request["wire_bytes"] >= request["bytes"]
+            assert 0 < request["headers_ms"] <= request["first_byte_ms"] <= request["total_ms"]
+            assert len(request["sha256"]) == 64
+            assert request["server_timing"]["db"] > 0
+
+
+def test_bench_json_holds_the_aggregate_and_cost_figures_of_every_run(bench_run):
+    for run in _measured(bench_run.doc):
+        assert run["wall_ms"] > 0
+        assert run["aggregate_rows_per_s"] > 0
+        assert run["aggregate_mb_per_s"] > 0
+        assert run["client_cpu_s"] >= 0
+        assert run["client_cpu_share"] >= 0
+        assert run["server_cpu_s"] is not None
+        assert run["postgres_cpu_s"] is not None
+
+
+def test_bench_measures_server_memory_against_the_fresh_server(bench_run):
+    for run in _measured(bench_run.doc):
+        rss = run["rss"]
+        assert rss["source"] == "psutil"
+        assert rss["baseline"] == "fresh"
+        assert rss["fresh_bytes"] > 10_000_000
+        assert rss["peak_bytes"] >= rss["idle_bytes"]
+        assert rss["growth_bytes"] == max(rss["peak_bytes"] - rss["fresh_bytes"], 0)
+        assert rss["growth_per_request_bytes"] == rss["growth_bytes"] // run["concurrency"]
+
+
+def test_bench_keeps_series_for_one_client_runs(bench_run):
+    for run in _measured(bench_run.doc):
+        request = run["requests"][0]
+        if run["concurrency"] == 1:
+            assert request["timeline"][-1][1:] == [request["bytes"], BENCH_ROWS]
+            assert run["rss"]["series"]
+        else:
+            assert request["timeline"] is None
+
+
+def test_bench_server_figures_agree_with_the_client(bench_run):
+    for summary in bench_run.doc["summary"]:
+        for stats in summary["levels"].values():
+            metrics = stats["server_metrics"]
+            assert metrics["rows"] == metrics["client_rows"] == stats["requests"] * BENCH_ROWS
+            assert metrics["bytes"] == metrics["client_bytes"]
+            assert metrics["requests_ok"] == stats["requests"]
+
+
+def test_bench_measures_the_floor_and_its_ratio(bench_run):
+    for summary in bench_run.doc["summary"]:
+        floor = summary["floor"]
+        assert floor["kind"] == {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv"}[summary["format"]]
+        assert floor["rows"] == BENCH_ROWS and floor["ok"]
+        assert floor["total_ms"]["median"] > 0
+        assert summary["floor_ratio"] == pytest.approx(
+            summary["levels"]["1"]["total_ms"]["median"] / floor["total_ms"]["median"]
+        )
+
+
+def test_bench_probes_healthz_while_clients_run_together(bench_run):
+    for summary in bench_run.doc["summary"]:
+        healthz = summary["levels"]["4"]["healthz_ms"]
+        assert healthz["n"] >= 1
+        assert healthz["errors"] == 0
+        assert 0 < healthz["p50"] <= healthz["p99"] <= healthz["max"]
+        assert "healthz_ms" not in summary["levels"]["1"]
+
+
+def test_bench_json_describes_the_machine_and_the_headline(bench_run):
+    machine = bench_run.doc["machine"]
+    assert machine["logical_cores"] >= 1
+    assert machine["python"] and machine["postgresql"]
+    assert machine["memory_bytes"] > 0
+    headline = bench_run.doc["headline"][str(BENCH_ROWS)]
+    assert headline["top_concurrency"] == 4
+    assert headline["chunked_ndjson_total_over_floor"] > 0
+    assert headline["chunked_aggregate_rows_per_s_top_over_1_client"] > 0
+    assert headline["healthz_p99_ms_during_top_concurrency_chunked"] > 0
+    assert bench_run.doc["ok"] is True
+
+
+def test_bench_draws_the_plot(bench_run):
+    assert bench_run.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_leaves_no_server_or_database_running(bench_run):
+    assert not (bench_run.data_dir / "postgres" / "postmaster.pid").exists()
+    assert "streaming_api: serving" in (bench_run.data_dir / "server.log").read_text()
+
+
+# --- against a server that is already running -------------------------------------------------------
+
+
+@pytest.fixture
+def running_server(settings: Settings) -> Iterator[str]:
+    """The real app on a free port, served from a thread of its own (the bench runs its own event loop)."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(settings))
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def _bench_args(url: str, token: str, rows: int, *extra: str) -> list[str]:
+    return ["bench", "--url", url, "--token", token, "--rows", str(rows), "--repeat", "1", "--quiet", *extra]
+
+
+def test_bench_against_a_running_server_reads_its_memory_from_metrics(
+    running_server, token, database_url, tmp_path, capsys
+):
+    out = tmp_path / "remote.json"
+    args = _bench_args(running_server, token, ROWS - 345, "--concurrency", "1,2", "--formats", "csv")
+    code = main([*args, "--database-url", database_url, "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == 0, capsys.readouterr().out[-2000:]
+    assert doc["server"]["owned"] is False
+    assert {run["rss"]["source"] for run in _measured(doc)} == {"/metrics"}
+    assert all(s["floor"]["rows"] == ROWS - 345 for s in doc["summary"])
+
+
+def test_bench_fails_loudly_when_bodies_hold_fewer_rows_than_asked(running_server, token, capsys):
+    code = main(_bench_args(running_server, token, ROWS + 1, "--concurrency", "1", "--formats", "ndjson"))
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "VERIFICATION FAILED" in printed.out
+    assert f"{ROWS} rows, expected {ROWS + 1}" in printed.out
+    assert "FAILED verification" in printed.err

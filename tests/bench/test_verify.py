@@ -1,0 +1,160 @@
+"""The bench's verification: every kind of broken body or transfer must be caught after the clock stops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streaming_api.bench.verify import BodyError, Verifier, check_body, verify_response
+from streaming_api.bench.wire import Received, ResponseError, decode
+from streaming_api.columns import COLUMNS
+
+FORMATS = ("ndjson", "csv", "json")
+ROWS = 5
+
+
+def _row(i: int) -> dict:
+    # Every 3rd label needs quoting in CSV and holds a newline: record ends must not be guessed from newlines.
+    label = 'with "quotes", a comma\nand a newline' if i % 3 == 0 else f"point-{i}"
+    return {"id": i, "x": 1.5, "y": 2.0, "label": label, "value": 0.25, "recorded_at": "2026-01-01T00:00:01+00:00"}
+
+
+def _csv_field(value: object) -> str:
+    text = str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in '",\r\n') else text
+
+
+def body(fmt: str, ids: list[int]) -> bytes:
+    """A body the way the service frames it, holding the rows with these ids in this order."""
+    rows = [_row(i) for i in ids]
+    if fmt == "ndjson":
+        return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    if fmt == "json":
+        return b"[" + b",\n".join(json.dumps(r).encode() for r in rows) + b"]\n"
+    lines = [",".join(COLUMNS)] + [",".join(_csv_field(r[c]) for c in COLUMNS) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def chunked_response(payload: bytes, pieces: int = 3, complete: bool = True) -> Received:
+    """The bytes of an HTTP/1.1 chunked response carrying payload, as they would arrive in `pieces` reads."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+    size = max(len(payload) // 2, 1)
+    chunks = [payload[i : i + size] for i in range(0, len(payload), size)]
+    wire = head + b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks) + (b"0\r\n\r\n" if complete else b"")
+    step = -(-len(wire) // pieces)
+    received = Received("/chunked", started=100.0)
+    for index, start in enumerate(range(0, len(wire), step)):
+        received.pieces.append(wire[start : start + step])
+        received.times.append(100.0 + (index + 1) / 1000)
+    return received
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_whole_body_passes(fmt):
+    assert check_body(fmt, body(fmt, [1, 2, 3, 4, 5]), ROWS).rows == ROWS
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_missing_row_is_caught(fmt):
+    with pytest.raises(BodyError, match="missing"):
+        check_body(fmt, body(fmt, [1, 2, 4, 5, 6]), ROWS)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_duplicated_row_is_caught(fmt):
+    with pytest.raises(BodyError, match="duplicated"):
+        check_body(fmt, body(fmt, [1, 2, 2, 3, 4]), ROWS)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_truncated_last_line_is_caught(fmt):
+    whole = body(fmt, [1, 2, 3, 4, 5])
+    # Cut inside the last row (its timestamp), as a transfer that ended early but cleanly would.
+    with pytest.raises(BodyError):
+        check_body(fmt, whole[:-10], ROWS)
+
+
+@pytest.mark.parametrize("fmt", ("ndjson", "csv"))
+def test_a_body_short_of_whole_rows_is_caught(fmt):
+    with pytest.raises(BodyError, match="4 rows, expected 5"):
+        check_body(fmt, body(fmt, [1, 2, 3, 4]), ROWS)
+
+
+def test_a_json_array_left_open_is_caught():
+    whole = body("json", [1, 2, 3, 4, 5])
+    with pytest.raises(BodyError, match="not closed"):
+        check_body("json", whole[: -len(b"]\n")], ROWS)
+
+
+def test_a_csv_record_with_a_missing_field_is_caught():
+    broken = body("csv", [1, 2, 3, 4, 5]).replace(b"point-4,", b"")
+    with pytest.raises(BodyError, match="fields"):
+        check_body("csv", broken, ROWS)
+
+
+def test_an_aborted_chunked_transfer_is_caught():
+    with pytest.raises(ResponseError, match="transfer aborted"):
+        decode(chunked_response(body("ndjson", [1, 2, 3, 4, 5]), complete=False))
+
+
+def test_a_transfer_short_of_its_content_length_is_caught():
+    payload = body("ndjson", [1, 2, 3, 4, 5])
+    received = Received("/standard", started=1.0)
+    received.pieces.append(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload[:-7])
+    received.times.append(1.5)
+    with pytest.raises(ResponseError, match="transfer aborted"):
+        decode(received)
+
+
+def test_a_connection_closed_before_the_headers_is_caught():
+    received = Received("/chunked", started=1.0)
+    received.pieces.append(b"HTTP/1.1 200 OK\r\nTransfer-")
+    received.times.append(1.1)
+    with pytest.raises(ResponseError, match="before the response headers"):
+        decode(received)
+
+
+def test_a_chunked_response_decodes_to_its_body_and_arrival_times():
+    payload = body("ndjson", [1, 2, 3, 4, 5])
+    response = decode(chunked_response(payload, pieces=3))
+    assert response.status == 200
+    assert response.body == payload
+    assert response.headers_at == pytest.approx(100.001)
+    assert response.first_byte_at == pytest.approx(100.001)
+    assert response.last_byte_at == pytest.approx(100.003)
+    assert response.progress[-1] == (pytest.approx(0.003), len(payload))
+
+
+def test_an_error_status_fails_verification():
+    received = Received("/standard", started=1.0)
+    detail = b'{"error": "too_many_rows", "detail": "use /chunked"}'
+    received.pieces.append(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: %d\r\n\r\n%b" % (len(detail), detail))
+    received.times.append(1.2)
+    with pytest.raises(BodyError, match="HTTP 413"):
+        verify_response(Verifier(), "ndjson", decode(received), ROWS)
+
+
+def test_a_bad_body_after_a_good_one_is_still_caught():
+    verifier = Verifier()
+    verifier.check("ndjson", body("ndjson", [1, 2, 3, 4, 5]), ROWS)
+    with pytest.raises(BodyError, match="missing"):
+        verifier.check("ndjson", body("ndjson", [1, 2, 3, 5, 6]), ROWS)
+
+
+def test_an_identical_body_is_not_parsed_twice():
+    verifier = Verifier()
+    for _ in range(3):
+        verifier.check("csv", body("csv", [1, 2, 3, 4, 5]), ROWS)
+    assert (verifier.parsed, verifier.matched) == (1, 2)
+
+
+def test_rows_within_maps_bytes_received_to_whole_rows():
+    whole = body("ndjson", list(range(1, 2001)))
+    check = check_body("ndjson", whole, 2000)
+    half = len(whole) // 2
+    assert check.rows_within(0) == 0
+    assert check.rows_within(len(whole)) == 2000
+    # Block-resolution: within one 64 KiB block of the exact count.
+    exact = whole[:half].count(b"\n")
+    assert exact - 700 <= check.rows_within(half) <= exact
