@@ -1,0 +1,123 @@
+"""The page planner, pages(): keyset pages in id order, the small first page, the limit's budget, and what
+an early stop leaves behind. Against the session's real table of ROWS rows."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from streaming_api.db.lanes import Lanes
+from streaming_api.export.formats import FORMATS
+from streaming_api.export.pages import PageQueries, encoded_chunks, pages
+from streaming_api.export.request import Export
+from tests.support.bodies import body_ids
+from tests.support.pg import ROWS
+
+CAPACITY = 4
+
+
+@dataclass
+class Clock:
+    db_seconds: float = 0.0
+
+
+class CountingLanes(Lanes):
+    """Lanes that count the connections asked for (one per page)."""
+
+    def __init__(self, pool: asyncpg.Pool, capacity: int) -> None:
+        super().__init__(pool, capacity)
+        self.taken = 0
+
+    @contextlib.asynccontextmanager
+    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        self.taken += 1
+        async with super().connection(priority) as conn:
+            yield conn
+
+
+@pytest.fixture
+async def lanes(database_url: str) -> AsyncIterator[CountingLanes]:
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=CAPACITY, server_settings={"TimeZone": "UTC"})
+    try:
+        yield CountingLanes(pool, CAPACITY)
+    finally:
+        await pool.close()
+
+
+def _export(**changes: object) -> Export:
+    values = {"format": FORMATS["ndjson"], "page_size": 1000, "first_page_size": 100, **changes}
+    return Export(**values)  # type: ignore[arg-type]
+
+
+async def _page_sizes(lanes: Lanes, export: Export) -> list[int]:
+    return [page.rows async for page in pages(lanes, PageQueries(), export, Clock())]
+
+
+async def test_pages_start_small_then_follow_page_size_to_the_end_of_the_table(lanes):
+    assert await _page_sizes(lanes, _export()) == [100, 1000, 1000, ROWS - 2100]
+
+
+async def test_pages_hold_the_rows_after_after_id_in_id_order(lanes):
+    export = _export(after_id=1000, page_size=300, first_page_size=50)
+    ids = []
+    async for page in pages(lanes, PageQueries(), export, Clock()):
+        ids.extend(body_ids("ndjson", page.body))
+        assert len(body_ids("ndjson", page.body)) == page.rows
+    assert ids == list(range(1001, ROWS + 1))
+
+
+async def test_a_limit_is_spread_over_the_pages_and_ends_them(lanes):
+    assert await _page_sizes(lanes, _export(limit=1500)) == [100, 1000, 400]
+    assert await _page_sizes(lanes, _export(limit=100)) == [100]
+
+
+async def test_no_rows_means_no_pages(lanes):
+    assert await _page_sizes(lanes, _export(after_id=ROWS)) == []
+    assert await _page_sizes(lanes, _export(limit=0)) == []
+
+
+async def test_without_a_page_size_every_row_comes_in_one_page(lanes):
+    assert await _page_sizes(lanes, _export(page_size=None, first_page_size=None)) == [ROWS]
+    assert await _page_sizes(lanes, _export(page_size=None, first_page_size=None, limit=7)) == [7]
+
+
+async def test_a_paused_consumer_has_at_most_depth_pages_started_ahead(lanes):
+    source = pages(lanes, PageQueries(), _export(page_size=100), Clock(), depth=2)
+    async with contextlib.aclosing(source):
+        first = await anext(source)
+        assert first.rows == 100
+        # The first page is handed on before the next one starts; the pages ahead start as it is taken.
+        await anext(source)
+        assert lanes.taken <= 1 + 2
+    assert lanes.free == CAPACITY
+
+
+async def test_stopping_early_gives_every_connection_back(lanes):
+    source = pages(lanes, PageQueries(), _export(page_size=200), Clock())
+    async with contextlib.aclosing(source):
+        async for _ in source:
+            break
+    assert lanes.free == CAPACITY
+    assert lanes.pool.get_idle_size() == lanes.pool.get_size()
+
+
+async def test_the_time_of_every_query_is_added_to_the_clock(lanes):
+    clock = Clock()
+    async for _ in pages(lanes, PageQueries(), _export(), clock):
+        pass
+    assert clock.db_seconds > 0
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+async def test_chunks_carry_head_and_tail_once_around_the_pages(lanes, fmt):
+    export = _export(format=FORMATS[fmt], limit=250, page_size=100, first_page_size=100)
+    chunks = [chunk async for chunk in encoded_chunks(lanes, PageQueries(), export, Clock())]
+    assert [chunk.rows for chunk in chunks if chunk.rows] == [100, 100, 50]
+    body = b"".join(part for chunk in chunks for part in chunk.parts)
+    assert body.startswith(FORMATS[fmt].head)
+    assert body.endswith(FORMATS[fmt].tail)
+    assert body_ids(fmt, body) == list(range(1, 251))
