@@ -1,4 +1,5 @@
-"""Pool connections handed out by priority, so a new client's first page never queues behind old streams."""
+"""Pool connections handed out by priority, so a new client's first page never queues behind old streams;
+behind a transaction pooler, each one inside a transaction of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from .statements import PING
+
+# A unit of work that failed may leave its transaction open: how long to try to roll it back.
+ROLLBACK_SECONDS = 1.0
+
 
 class Lanes:
     """Pool connections handed out by priority: a stream's first page and /healthz (FIRST) go before the
@@ -18,8 +24,10 @@ class Lanes:
 
     FIRST, LATER = 0, 1
 
-    def __init__(self, pool: asyncpg.Pool, capacity: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, capacity: int, unit_begin: str | None = None) -> None:
         self.pool = pool
+        # Behind a transaction pooler: what opens each unit of work's transaction (db.pool.Connected).
+        self.unit_begin = unit_begin
         self._free = capacity
         # LATER may not take the last `_reserved` free connections.
         self._reserved = capacity // 2
@@ -33,13 +41,23 @@ class Lanes:
 
     @contextlib.asynccontextmanager
     async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for one unit of work (a page, a count, a ping), given back when it is done."""
         await self._take(priority)
         try:
             async with self.pool.acquire() as conn:
-                yield conn
+                if self.unit_begin is None:
+                    yield conn
+                else:
+                    async with _transaction(conn, self.unit_begin):
+                        yield conn
         finally:
             self._free += 1
             self._dispatch()
+
+    async def ping(self, within_seconds: float = 2.0) -> None:
+        """One round trip to the database, first in line: a health check never queues behind exports."""
+        async with asyncio.timeout(within_seconds), self.connection(self.FIRST) as conn:
+            await conn.execute(PING)
 
     def _may_take(self, priority: int) -> bool:
         return self._free > (0 if priority == self.FIRST else self._reserved)
@@ -70,3 +88,18 @@ class Lanes:
             heapq.heappop(self._waiting)
             self._free -= 1
             turn.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: asyncpg.Connection, begin: str) -> AsyncIterator[None]:
+    """BEGIN (with its SET LOCALs) ... COMMIT in two simple-protocol round trips; rolled back on failure,
+    so the pool gets the connection back clean (asyncpg would roll back too, but report it as an error)."""
+    await conn.execute(begin)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(ROLLBACK_SECONDS):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")

@@ -1,17 +1,26 @@
-"""The asyncpg pool: how it connects, how it is closed, and what "the database is unavailable" means."""
+"""The asyncpg pool: how it connects (straight to PostgreSQL or through a pooler such as PgBouncer), how it
+is closed, and what "the database is unavailable" means.
+
+Straight to PostgreSQL, statement_timeout is a startup parameter of every connection. A stock PgBouncer
+refuses that parameter ("unsupported startup parameter"), and one configured to ignore it drops it
+silently; either way the service then runs each unit of work in a transaction that sets it first
+(`SET LOCAL`), which also keeps the unit on one server connection under transaction pooling. Named
+prepared statements do not survive transaction pooling either, so the statement cache is off: asyncpg
+then sends each query's Parse, Bind and Execute together.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import asyncpg
-
-from .lanes import Lanes
 
 log = logging.getLogger(__name__)
 
 POOL_CLOSE_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 # What "the database is unavailable" looks like from asyncpg: refused or lost connections,
 # server-side errors, and pool or query time-outs.
@@ -25,24 +34,76 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+# Output must not depend on the server's time zone: every format writes UTC. client_encoding as the
+# server spells it, so a pooler that tracks it has nothing to SET before each transaction.
+BASE_SERVER_SETTINGS = {"application_name": "streaming_api", "TimeZone": "UTC", "client_encoding": "UTF8"}
 
-async def create_pool(url: str, min_size: int, max_size: int, statement_timeout: float | None = None) -> asyncpg.Pool:
-    # Output must not depend on the server's time zone: every format writes UTC.
-    server_settings = {"application_name": "streaming_api", "TimeZone": "UTC"}
-    if statement_timeout is not None:
+
+@dataclass(frozen=True)
+class Connected:
+    pool: asyncpg.Pool
+    # A pooler in between refused or dropped statement_timeout: every unit of work runs in a transaction.
+    behind_pooler: bool
+    # What each such transaction runs first (None straight to PostgreSQL).
+    unit_begin: str | None
+
+
+def _timeout_ms(statement_timeout: float) -> int:
+    return max(1, round(statement_timeout * 1000))
+
+
+async def _behind_pooler(url: str, timeout_ms: int) -> bool:
+    """Whether connections to `url` lose the statement_timeout startup parameter (a pooler in between)."""
+    try:
+        conn = await asyncpg.connect(
+            url,
+            server_settings={**BASE_SERVER_SETTINGS, "statement_timeout": str(timeout_ms)},
+            statement_cache_size=0,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+    except asyncpg.ProtocolViolationError as exc:
+        if "unsupported startup parameter" in str(exc):
+            return True
+        raise
+    try:
+        applied = await conn.fetchval("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+    finally:
+        await conn.close()
+    return applied != str(timeout_ms)
+
+
+async def create_pool(url: str, min_size: int, max_size: int, statement_timeout: float) -> Connected:
+    timeout_ms = _timeout_ms(statement_timeout)
+    behind_pooler = await _behind_pooler(url, timeout_ms)
+    server_settings = dict(BASE_SERVER_SETTINGS)
+    unit_begin = None
+    if behind_pooler:
+        log.info(
+            "a connection pooler (PgBouncer?) is in front of PostgreSQL: statement_timeout is set in each "
+            "transaction, and no statement relies on the session"
+        )
+        unit_begin = f"BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = 'UTC'"
+    else:
         # Enforced by PostgreSQL itself, so a stuck query ends even if the client side is blocked.
-        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
-    return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, server_settings=server_settings, reset=_keep_session
+        server_settings["statement_timeout"] = str(timeout_ms)
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings=server_settings,
+        statement_cache_size=0,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        reset=_keep_session,
     )
+    return Connected(pool, behind_pooler, unit_begin)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """On release, skip asyncpg's default RESET ALL / UNLISTEN / CLOSE ALL round trip (one per page).
 
-    Nothing here leaves such state behind: no LISTEN, cursors or advisory locks, and the only settings
-    a page sets are its id range, which the next page overwrites. (asyncpg still ends any open
-    transaction itself.)"""
+    Nothing here leaves session state behind: no settings, LISTEN, cursors or advisory locks. (asyncpg
+    still ends any open transaction itself.) Behind PgBouncer, RESET ALL would even lose the TimeZone
+    the pooler tracks for this client."""
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:
@@ -53,9 +114,3 @@ async def close_pool(pool: asyncpg.Pool) -> None:
     except TimeoutError:
         log.warning("pool not closed within %g s: terminating its connections", POOL_CLOSE_SECONDS)
         pool.terminate()
-
-
-async def ping(lanes: Lanes, within_seconds: float = 2.0) -> None:
-    # First in line for a connection: a health check must not queue behind running exports.
-    async with asyncio.timeout(within_seconds), lanes.connection(Lanes.FIRST) as conn:
-        await conn.fetchval("SELECT 1")

@@ -1,30 +1,28 @@
 """The SQL an export runs, built with SQLAlchemy Core and compiled once into asyncpg's $n form.
 
-Every value from a request travels as a bound parameter. COPY takes no parameters, so a page's COPY
-reads its id range from session settings that the page's range statement sets (bound) just before,
-on the same connection.
+Every page is one statement, so an export works behind PgBouncer in transaction pooling mode, where two
+statements in a row may run on different server connections: no session state, no named prepared
+statements. The page plan (where each page starts and ends) is an ordinary query with bound parameters.
+A page is a COPY, which takes no bound parameters: its three bounds are integers the plan produced,
+written into the statement by `Statement.inline`, which accepts Python ints and nothing else.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Text, bindparam, cast, func, literal, select
+from sqlalchemy import BigInteger, bindparam, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
 from .schema import points
 
 DIALECT = postgresql.asyncpg.dialect(paramstyle="numeric_dollar")
-
-# The id range of the page a COPY exports, handed over in session settings: COPY takes no bound parameters.
-AFTER_ID_SETTING = "streaming_api.after_id"
-LAST_ID_SETTING = "streaming_api.last_id"
-# The page's row count too: rows inserted inside the range since it was found must not push it past a limit.
-ROWS_SETTING = "streaming_api.rows"
 MAX_ID = 2**63 - 1
+_PLACEHOLDER = re.compile(r"\$([0-9]+)\b")
 
 
 @dataclass(frozen=True)
@@ -39,57 +37,63 @@ class Statement:
         merged = {**self.defaults, **values}
         return [merged[name] for name in self.names]
 
+    def inline(self, **values: int) -> str:
+        """The SQL with each $n replaced by its integer value, for statements that take no parameters (COPY).
+        Only ints pass (never text, never a bool): nothing from a request reaches the SQL as text."""
+        args = self.args(**values)
+        for name, value in zip(self.names, args, strict=True):
+            if type(value) is not int:
+                raise TypeError(f"{name}: only an int may be written into SQL, got {type(value).__name__}")
+        return _PLACEHOLDER.sub(lambda match: str(args[int(match.group(1)) - 1]), self.sql)
+
 
 def compile_statement(stmt: ClauseElement) -> Statement:
     compiled = stmt.compile(dialect=DIALECT)
     names = tuple(compiled.positiontup or ())
-    return Statement(str(compiled), names, dict(compiled.params))
+    statement = Statement(str(compiled), names, dict(compiled.params))
+    assert len(set(_PLACEHOLDER.findall(statement.sql))) == len(names), statement.sql
+    return statement
 
 
-def page_range_statement() -> Statement:
-    """Find the keyset page after after_id (its row count and last id, from the primary key index) and
-    store its id range in the session settings the page's COPY reads. Parameters: after_id, page_size."""
+def plan_statement() -> Statement:
+    """The page boundaries of a window of the keyset: among the first `window` ids after `after_id`, the
+    id at position `first`, first + `size`, first + 2 * `size`... and the window's last id. One walk of
+    the primary key index (index-only), so a plan of many pages costs one statement.
+    Rows: (n, id), n the position from 1, in order."""
     after_id = bindparam("after_id", type_=BigInteger)
-    ids = (
+    first = bindparam("first", type_=BigInteger)
+    size = bindparam("size", type_=BigInteger)
+    window_ids = (
         select(points.c.id)
         .where(points.c.id > after_id)
         .order_by(points.c.id)
-        .limit(bindparam("page_size", type_=BigInteger))
-        .subquery("ids")
+        .limit(bindparam("window", type_=BigInteger))
+        .subquery("window_ids")
     )
-    bounds = select(func.count().label("rows"), func.max(ids.c.id).label("last_id")).subquery("bounds")
-    stmt = select(
-        bounds.c.rows,
-        bounds.c.last_id,
-        func.set_config(AFTER_ID_SETTING, cast(after_id, Text), False),
-        func.set_config(LAST_ID_SETTING, cast(func.coalesce(bounds.c.last_id, after_id), Text), False),
-        func.set_config(ROWS_SETTING, cast(bounds.c.rows, Text), False),
-    )
-    return compile_statement(stmt)
+    numbered = select(
+        window_ids.c.id,
+        func.row_number().over(order_by=window_ids.c.id).label("n"),
+        func.lead(window_ids.c.id).over(order_by=window_ids.c.id).label("next_id"),
+    ).subquery("numbered")
+    n = numbered.c.n
+    boundary = ((n >= first) & (((n - first) % size) == 0)) | numbered.c.next_id.is_(None)
+    return compile_statement(select(n, numbered.c.id).where(boundary).order_by(n))
 
 
-def open_range_statement() -> Statement:
-    """Store the range "every id after after_id" for a COPY of all the rows left (/standard without limit)."""
-    stmt = select(
-        func.set_config(AFTER_ID_SETTING, cast(bindparam("after_id", type_=BigInteger), Text), False),
-        func.set_config(LAST_ID_SETTING, str(MAX_ID), False),
-        func.set_config(ROWS_SETTING, str(MAX_ID), False),
-    )
-    return compile_statement(stmt)
-
-
-def copy_page_sql(columns: Callable[[Any], list[Any]]) -> str:
+def page_statement(columns: Callable[[Any], list[Any]]) -> Statement:
     """The query a page's COPY exports (asyncpg's copy_from_query wraps it in COPY ... TO STDOUT):
-    PostgreSQL writes the bytes itself, the fastest export it has. The id range comes from the session
-    settings set just before on the same connection."""
-    after_id = cast(func.current_setting(AFTER_ID_SETTING), BigInteger)
-    last_id = cast(func.current_setting(LAST_ID_SETTING), BigInteger)
-    rows = cast(func.current_setting(ROWS_SETTING), BigInteger)
+    PostgreSQL writes the bytes itself, the fastest export it has. Bounds: after_id < id <= last_id,
+    at most `rows` rows (rows inserted inside the range since it was planned never push it past a limit)."""
     query = (
-        select(*columns(points)).where(points.c.id > after_id, points.c.id <= last_id).order_by(points.c.id).limit(rows)
+        select(*columns(points))
+        .where(
+            points.c.id > bindparam("after_id", type_=BigInteger),
+            points.c.id <= bindparam("last_id", type_=BigInteger),
+        )
+        .order_by(points.c.id)
+        .limit(bindparam("rows", type_=BigInteger))
     )
-    # Only constants of our own are inlined here (setting names, separators); no value from a request.
-    return str(query.compile(dialect=DIALECT, compile_kwargs={"literal_binds": True}))
+    return compile_statement(query)
 
 
 # Rows after after_id, counted no further than `up_to` (an index-only walk that stops early).
@@ -103,3 +107,6 @@ COUNT_UP_TO = compile_statement(
         .subquery("capped")
     )
 )
+
+# The ping /healthz runs: one round trip, no table.
+PING = str(select(literal_column("1")).compile(dialect=DIALECT))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Float, Text, cast, func, literal
+from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column
 from sqlalchemy.sql import ColumnElement, FromClause
 
 from ..columns import COLUMNS
@@ -19,15 +19,21 @@ def _is_number(column: ColumnElement) -> bool:
     return isinstance(column.type, Float | BigInteger)
 
 
+def _constant(text: str) -> ColumnElement[str]:
+    """A text constant of our own, written into the SQL (quotes doubled): the page statement's only
+    parameters are then its integer bounds."""
+    return literal_column("'" + text.replace("'", "''") + "'", Text)
+
+
 def _json_line(table: FromClause) -> list[ColumnElement[str]]:
     """One JSON object per row, keys in column order, built with || (less work for PostgreSQL than
     row_to_json, the same bytes): numbers as their shortest-exact text (the table keeps them finite),
     text and timestamps through to_json (RFC 8259 escaping, ISO 8601)."""
     parts: list[ColumnElement[str]] = []
     for i, column in enumerate(table.c):
-        parts.append(literal(("{" if i == 0 else ",") + f'"{column.name}":'))
+        parts.append(_constant(("{" if i == 0 else ",") + f'"{column.name}":'))
         parts.append(cast(column, Text) if _is_number(column) else cast(func.to_json(column), Text))
-    parts.append(literal("}"))
+    parts.append(_constant("}"))
     line = parts[0]
     for part in parts[1:]:
         line = line + part

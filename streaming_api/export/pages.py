@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..db.lanes import Lanes
-from ..db.statements import MAX_ID, copy_page_sql, open_range_statement, page_range_statement
+from ..db.statements import MAX_ID, page_statement, plan_statement
 from .formats import FORMATS, Format
 from .request import Export
 
@@ -28,6 +28,11 @@ class DatabaseClock(Protocol):
 
 # How long a stopped export waits for its pages in flight before cancelling them.
 PAGE_SETTLE_SECONDS = 1.0
+# Pages per plan: a few for the first (it stands before the first byte), then many (one statement each).
+FIRST_PLAN_PAGES = 4
+PLAN_PAGES = 32
+# The next window is planned when no more than this many planned pages are left to start.
+REPLAN_AHEAD_PAGES = 4
 
 
 @dataclass(frozen=True)
@@ -47,125 +52,181 @@ class PageQueries:
     """The statements an export runs, compiled once per application."""
 
     def __init__(self) -> None:
-        self.page_range = page_range_statement()
-        self.open_range = open_range_statement()
-        self._copy = {name: copy_page_sql(f.columns) for name, f in FORMATS.items()}
+        self.plan = plan_statement()
+        self._pages = {name: page_statement(f.columns) for name, f in FORMATS.items()}
 
-    def copy_sql(self, fmt: Format) -> str:
-        return self._copy[fmt.name]
+    def page_sql(self, fmt: Format, spec: PageSpec) -> str:
+        return self._pages[fmt.name].inline(after_id=spec.after_id, last_id=spec.last_id, rows=spec.rows)
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page's bounds: its rows have after_id < id <= last_id, at most `rows` of them."""
+
+    after_id: int
+    last_id: int
+    rows: int
+
+
+class Planner:
+    """Where an export's pages begin and end, planned a window of pages at a time (one statement each,
+    an index-only walk), so pages need not wait for each other to start: the next window is planned
+    while the pages of this one run. Without a page size (/standard), one page holds every row."""
+
+    def __init__(self, lanes: Lanes, queries: PageQueries, export: Export, clock: DatabaseClock) -> None:
+        self._lanes = lanes
+        self._queries = queries
+        self._export = export
+        self._clock = clock
+        self._after = export.after_id
+        # Rows of the limit not planned yet (None: no limit).
+        self._budget = export.limit
+        self._first = True
+        self.ready: deque[PageSpec] = deque()
+        self.done = export.limit == 0
+        self._planning: asyncio.Task[None] | None = None
+        if export.page_size is None and not self.done:
+            self.ready.append(PageSpec(export.after_id, MAX_ID, MAX_ID if export.limit is None else export.limit))
+            self.done = True
+
+    def take_ready(self) -> PageSpec | None:
+        """The next page if its bounds are known, without waiting (planning the next window if it is time)."""
+        self._collect()
+        if not self.ready:
+            return None
+        spec = self.ready.popleft()
+        if len(self.ready) <= REPLAN_AHEAD_PAGES and not self.done and self._planning is None:
+            self._planning = asyncio.ensure_future(self._plan(Lanes.LATER))
+        return spec
+
+    async def take(self) -> PageSpec | None:
+        """The next page, waiting for its plan if need be; None once every page has been taken."""
+        while not self.ready and not self.done:
+            if self._planning is None:
+                self._planning = asyncio.ensure_future(self._plan(Lanes.FIRST if self._first else Lanes.LATER))
+            try:
+                await self._planning
+            finally:
+                self._planning = None
+        return self.take_ready()
+
+    @property
+    def planning(self) -> asyncio.Task[None] | None:
+        """The plan being fetched in the background, if any."""
+        return self._planning
+
+    def _collect(self) -> None:
+        """Take in a plan that finished in the background (raising its error, if it failed)."""
+        if self._planning is not None and self._planning.done():
+            planning, self._planning = self._planning, None
+            planning.result()
+
+    async def _plan(self, priority: int) -> None:
+        export = self._export
+        assert export.page_size is not None
+        size = export.page_size
+        first = min(size, export.first_page_size) if self._first and export.first_page_size else size
+        window = first + size * ((FIRST_PLAN_PAGES if self._first else PLAN_PAGES) - 1)
+        if self._budget is not None:
+            window = min(window, self._budget)
+        plan = self._queries.plan
+        started = time.perf_counter()
+        try:
+            async with self._lanes.connection(priority) as conn:
+                boundaries = await conn.fetch(
+                    plan.sql, *plan.args(after_id=self._after, window=window, first=first, size=size)
+                )
+        finally:
+            self._clock.db_seconds += time.perf_counter() - started
+        planned = 0
+        for position, last_id in boundaries:
+            self.ready.append(PageSpec(self._after, last_id, position - planned))
+            planned, self._after = position, last_id
+        self._first = False
+        if self._budget is not None:
+            self._budget -= planned
+        # Fewer rows than the window: the table ends here.
+        self.done = planned < window or self._budget == 0
+
+    async def close(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+            await asyncio.gather(self._planning, return_exceptions=True)
+            self._planning = None
 
 
 async def _fetch_page(
-    lanes: Lanes,
-    queries: PageQueries,
-    export: Export,
-    after_id: int,
-    size: int | None,
-    bounds: asyncio.Future[tuple[int, int]],
-    timing: DatabaseClock,
-    priority: int,
+    lanes: Lanes, queries: PageQueries, fmt: Format, spec: PageSpec, clock: DatabaseClock, priority: int
 ) -> Page:
-    """One page on one connection: find its id range (published through `bounds` at once, so the next
-    page can start), then COPY its rows. size None means every row after after_id, in one COPY."""
+    """One page: one COPY of its rows on one connection."""
+    received: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        received.append(data)
+
     started = time.perf_counter()
     try:
         async with lanes.connection(priority) as conn:
-            if size is None:
-                await conn.fetchval(queries.open_range.sql, *queries.open_range.args(after_id=after_id))
-                rows, last_id = None, MAX_ID
-            else:
-                record = await conn.fetchrow(
-                    queries.page_range.sql, *queries.page_range.args(after_id=after_id, page_size=size)
-                )
-                rows, last_id = record["rows"], record["last_id"] or after_id
-            if not bounds.done():  # a cancelled consumer may have given up on it already
-                bounds.set_result((rows, last_id))
-            if rows == 0:
-                return Page(0, b"")
-            received: list[bytes] = []
-
-            async def keep(data: bytes) -> None:
-                received.append(data)
-
-            fmt = export.format
-            status = await conn.copy_from_query(queries.copy_sql(fmt), output=keep, **fmt.copy_options)
-    except BaseException as exc:
-        if not bounds.done():
-            bounds.set_exception(exc)
-            bounds.exception()  # the page's own task reports it; don't warn about it twice
-        raise
+            status = await conn.copy_from_query(queries.page_sql(fmt, spec), output=keep, **fmt.copy_options)
     finally:
-        timing.db_seconds += time.perf_counter() - started
+        clock.db_seconds += time.perf_counter() - started
     copied = int(status.rsplit(" ", 1)[-1])  # "COPY <rows>"
     return Page(copied, b"".join(received))
 
 
 async def pages(
-    lanes: Lanes, queries: PageQueries, export: Export, timing: DatabaseClock, depth: int = 2
+    lanes: Lanes, queries: PageQueries, export: Export, clock: DatabaseClock, depth: int = 2
 ) -> AsyncIterator[Page]:
     """Keyset pages in id order, up to `depth` of them in flight on their own connections.
 
-    Page k+1 starts as soon as page k's id range is known (one index-only query), so PostgreSQL renders
-    the next pages on other backends while this one is written to the client. A connection is held only
-    while its page's queries run, never while waiting on the client.
+    PostgreSQL renders the next pages on other backends while this one is written to the client. A
+    connection is held only while its page's statement runs, never while waiting on the client.
     """
-    loop = asyncio.get_running_loop()
+    planner = Planner(lanes, queries, export, clock)
     in_flight: deque[asyncio.Task[Page]] = deque()
-    # Where the next page begins; rows of the limit not yet given to a page (None: no limit).
-    next_after, budget = export.after_id, export.limit
-    more = budget != 0
-    started = 0
-    # The id range of the page started last decides where (and whether) the next one starts.
-    last_started: tuple[asyncio.Future[tuple[int, int]], int | None] | None = None
 
-    def size_for(budget: int | None) -> int | None:
-        page_size = export.page_size
-        if page_size is not None and started == 0 and export.first_page_size:
-            page_size = min(page_size, export.first_page_size)  # a small first page: first bytes sooner
-        if page_size is None:
-            return budget  # one page for everything asked (None: every row)
-        return page_size if budget is None else min(page_size, budget)
-
-    async def fill(up_to: int, wait: bool = True) -> None:
-        """Start pages until `up_to` are in flight; each starts once the range of the one before is known
-        (a quick index-only query). Without `wait`, only as far as that is known already."""
-        nonlocal next_after, budget, more, started, last_started
-        while more and len(in_flight) < up_to:
-            if last_started is not None:
-                bounds, size = last_started
-                if not wait and not bounds.done():
+    async def top_up(up_to: int, may_wait: bool) -> None:
+        """Start pages until `up_to` are in flight: those whose bounds are known, or, when `may_wait`
+        (nothing else would run), the next one once its plan arrives."""
+        while len(in_flight) < up_to:
+            spec = planner.take_ready()
+            if spec is None:
+                if not may_wait or in_flight:
                     return
-                rows, last_id = await bounds
-                if size is None or rows < size:
-                    more = False  # the last page started is short: nothing follows it
+                spec = await planner.take()
+                if spec is None:
                     return
-                next_after = last_id
-            size = size_for(budget)
-            bounds = loop.create_future()
-            priority = Lanes.FIRST if started == 0 else Lanes.LATER
-            started += 1
-            task = asyncio.ensure_future(
-                _fetch_page(lanes, queries, export, next_after, size, bounds, timing, priority)
-            )
-            in_flight.append(task)
-            last_started = (bounds, size)
-            if budget is not None and size is not None:
-                budget -= size
-            more = size is not None and budget != 0
+            priority = Lanes.FIRST if not started else Lanes.LATER
+            started.append(spec)
+            in_flight.append(asyncio.ensure_future(_fetch_page(lanes, queries, export.format, spec, clock, priority)))
 
+    started: list[PageSpec] = []
     try:
-        # The first page alone, and handed on without waiting for the next one's range: nothing
+        # The first page alone, and handed on without waiting for the next ones to start: nothing
         # competes with, or delays, the rows a client waits for first.
-        await fill(1)
-        wait = False
+        await top_up(1, may_wait=True)
         while in_flight:
-            page = await in_flight.popleft()
-            await fill(depth, wait)
-            wait = True
+            page = await _next_page(in_flight, planner)
+            await top_up(depth, may_wait=not in_flight)
             if page.rows:
                 yield page
     finally:
+        await planner.close()
         await _settle(in_flight)
+
+
+async def _next_page(in_flight: deque[asyncio.Task[Page]], planner: Planner) -> Page:
+    """The oldest page in flight, once it is done; but if a later page or the plan being fetched fails
+    first, that failure at once (the oldest may be stuck, on a lock say, and would hold the export)."""
+    head = in_flight[0]
+    while not head.done():
+        watched = {task for task in (*in_flight, planner.planning) if task is not None and not task.done()}
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not head and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    in_flight.popleft()
+    return head.result()
 
 
 async def _settle(tasks: deque[asyncio.Task[Page]]) -> None:

@@ -35,13 +35,15 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
             app[ROWS] = (await db.ensure_rows(settings.rows, "empty", seed_progress)).rows
             app[DATABASE] = db.description
             assert db.url is not None
-            pool = await create_pool(db.url, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout)
+            connected = await create_pool(
+                db.url, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout
+            )
             try:
-                app[POOL] = pool
-                app[LANES] = Lanes(pool, settings.pool_max_size)
+                app[POOL] = connected.pool
+                app[LANES] = Lanes(connected.pool, settings.pool_max_size, connected.unit_begin)
                 yield
             finally:
-                await close_pool(pool)
+                await close_pool(connected.pool)
 
     return database
 

@@ -11,9 +11,9 @@ import contextlib
 import logging
 import time
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
-from ..db.pool import DB_ERRORS, ping
+from ..db.pool import DB_ERRORS
 from ..export.formats import NotAcceptable
 from ..export.pages import Chunk, encoded_chunks
 from ..export.request import BadParameter, Export, parse_export
@@ -54,6 +54,18 @@ def _content_headers(response: web.StreamResponse, export: Export) -> None:
     response.content_type = export.format.content_type
     response.charset = export.format.charset
     response.headers["Cache-Control"] = "no-store"
+    # Say plainly that a range is not served: a client must not fetch parts of an export in parallel.
+    response.headers["Accept-Ranges"] = "none"
+
+
+async def _headers_only(request: web.Request, export: Export) -> web.StreamResponse:
+    """HEAD: the headers a GET would send, and no export run (so no length: it is not known)."""
+    response = web.StreamResponse()
+    _content_headers(response, export)
+    await response.prepare(request)
+    request[TIMING].mark_headers(response.status)
+    await response.write_eof()
+    return response
 
 
 class Buffered:
@@ -110,9 +122,13 @@ class Streamed:
         if not self.response.prepared:
             # The first page comes before the headers: a database failure up to here is still a clean 503.
             _content_headers(self.response, self.export)
+            # A proxy must pass each chunk on as it comes (nginx honours this even in its stock configuration).
             self.response.headers["X-Accel-Buffering"] = "no"
             self.response.headers["Server-Timing"] = f"db;dur={timing.db_ms}"
-            self.response.enable_chunked_encoding()
+            # No length: aiohttp frames the body with chunks for HTTP/1.1 and by closing the connection for
+            # HTTP/1.0 clients (curl --http1.0, ab, a stock nginx upstream), which must then not be kept alive.
+            if self.request.version < HttpVersion11:
+                self.response.force_close()
             await self.response.prepare(self.request)
             timing.mark_headers(self.response.status)
         data = b"".join(chunk.parts)
@@ -130,6 +146,13 @@ async def _send_export(request: web.Request, export: Export, sink: Buffered | St
     JSON error (503 for the database or the deadline); after, the connection is cut, never ended cleanly."""
     settings = request.app[SETTINGS]
     timing = request[TIMING]
+    if request.method == "HEAD":
+        # The same checks as a GET (a 413 stays a 413), then the headers alone.
+        try:
+            await sink.before_export()
+        except DB_ERRORS as exc:
+            raise problems.unavailable(exc) from None
+        return await _headers_only(request, export)
     deadline = asyncio.timeout(settings.request_deadline)
     try:
         async with deadline:
@@ -199,7 +222,7 @@ def _describe(exc: BaseException) -> str:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        await ping(request.app[LANES])
+        await request.app[LANES].ping()
     except DB_ERRORS as exc:
         return web.json_response(
             {"status": "unavailable", "database": type(exc).__name__},

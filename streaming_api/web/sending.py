@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import Awaitable
 
@@ -17,6 +18,10 @@ try:
     _OUTQ: int | None = termios.TIOCOUTQ
 except (ImportError, AttributeError):
     _OUTQ = None
+
+
+# SO_LINGER on, 0 seconds: close() sends RST instead of FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class ClientGone(Exception):
@@ -78,6 +83,15 @@ async def send_within(request: web.Request, write: Awaitable[None], send_timeout
 
 
 def abort(request: web.Request) -> None:
-    """Cut the connection: after the headers are out, the only honest signal that a body is incomplete."""
-    if request.transport is not None:
-        request.transport.abort()
+    """Cut the connection with a reset: after the headers are out, the only honest signal that a body is
+    incomplete. A plain close would end a body delimited by the connection (HTTP/1.0, and nginx's stock
+    proxy_pass, which speaks HTTP/1.0 upstream) as if it were whole; a reset (SO_LINGER 0) never does,
+    and behind nginx the end client then gets a chunked reply without its last chunk."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()

@@ -123,7 +123,7 @@ async def test_database_failing_mid_stream_is_an_incomplete_transfer_and_one_err
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-async def test_curl_exits_18_when_the_database_fails_mid_stream(big_settings, big_url, token):
+async def test_curl_reports_a_failed_transfer_when_the_database_fails_mid_stream(big_settings, big_url, token):
     async with running(big_settings) as server:
         curl = await asyncio.create_subprocess_exec(
             "curl",
@@ -141,7 +141,8 @@ async def test_curl_exits_18_when_the_database_fails_mid_stream(big_settings, bi
             pid = await service_backend_waiting_on_lock(big_url, within=30)
             await terminate_backend(big_url, pid)
             body = await asyncio.wait_for(draining, 30)
-        assert await asyncio.wait_for(curl.wait(), 30) == 18
+        # 56: the connection was reset (the server's abort), 18: the body ended short; never 0.
+        assert await asyncio.wait_for(curl.wait(), 30) in (18, 56)
         assert len(body) + 1 < BIG_ROWS * 100
 
 
