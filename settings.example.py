@@ -74,6 +74,21 @@ SEND_TIMEOUT = 60.0
 # On SIGTERM: stop accepting, let in-flight requests finish for up to this many seconds, abort the rest.
 SHUTDOWN_TIMEOUT = 30.0
 
+# A client must send its whole request head within this many seconds of connecting (or of starting its
+# next request on a kept-alive connection), else it gets 408 and is closed: clients that trickle header
+# bytes to hold connections open are let go.
+REQUEST_HEAD_TIMEOUT = 10.0
+
+# Open client connections at most. 0 takes as many as the open-file limit leaves room for (the server
+# raises that limit as far as the system allows at start-up). At the cap the connection idle longest
+# (no request head yet, or between requests) is closed to make room; only when every one is busy with a
+# request does a new connection get 503.
+MAX_CONNECTIONS = 0
+
+# Reverse proxies (addresses or networks, e.g. ("127.0.0.1",) or ("10.0.0.0/8",)) whose X-Forwarded-For
+# header names the client in the access log. From anyone else the header is ignored (anyone can send it).
+TRUSTED_PROXIES = ()
+
 # Origins a browser page may call the API from, e.g. ("https://app.example.com",) or ("*",).
 # Empty (the default) sends no CORS headers: browsers on other origins cannot read responses.
 CORS_ORIGINS = ()

@@ -20,7 +20,9 @@ from streaming_api.db.database import Database
 from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
+from tests.support import pgbouncer as pgbouncer_support
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
+from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
 
 
@@ -49,6 +51,19 @@ def big_settings(settings: Settings, big_url: str) -> Settings:
     """The service over the BIG_ROWS table. A short request_deadline turns a stream that hangs (a broken
     guard) into a failure, not a stall."""
     return settings.replace(database_url=big_url, rows=BIG_ROWS, shutdown_timeout=1, request_deadline=30)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(database_url: str, big_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """A stock PgBouncer in transaction pooling mode with 2 server connections, in front of the session's
+    PostgreSQL (every database on it); skipped only where the pgbouncer package is not installed."""
+    if not pgbouncer_support.available():
+        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's package)")
+    bouncer = PgBouncer(database_url, tmp_path_factory.mktemp("pgbouncer")).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from aiohttp import web
@@ -13,9 +14,12 @@ from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from ..web import logfilters
 from ..web.app import create_app
+from ..web.connections import GuardedAppRunner, raise_open_file_limit
 from ..web.keys import DATABASE, ROWS
 from ..web.middleware.shutdown import CANCELLED_GRACE_SECONDS
 from .console import StatusLine, rows_bar
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,22 +77,57 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    app = create_app(settings, seed_progress=rows_bar(StatusLine()))
-    keys = load_keys(settings)
+# Signals that stop the server as Ctrl+C does: SIGTERM from a service manager, SIGHUP when the terminal closes.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def announce(_: str) -> None:
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve(settings))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        asyncio.set_event_loop(None)
+        loop.close()
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Start (database, pool, socket), serve until a stop signal, then stop in order and say so."""
+    open_files = raise_open_file_limit()
+    app = create_app(settings, seed_progress=rows_bar(StatusLine()))
+    # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own is a backstop.
+    runner = GuardedAppRunner.for_app(app, open_files, shutdown_timeout=CANCELLED_GRACE_SECONDS)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def stop(signum: int) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("stopping (%s): no new connections; requests in flight may finish", signal.Signals(signum).name)
+            if not started.is_set():
+                main.cancel()  # still starting (seeding, say): stop that at once
+
+    started = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        started.set()
+        keys = load_keys(settings)
         token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
         print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
-
-    # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own wait is a backstop.
-    web.run_app(
-        app,
-        loop=new_event_loop(),
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        access_log=None,
-        shutdown_timeout=CANCELLED_GRACE_SECONDS,
-    )
-    return 0
+        await stopping.wait()
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+    database = app.get(DATABASE)
+    print(f"streaming_api: stopped{f' ({database} stopped too)' if database and 'embedded' in database else ''}")

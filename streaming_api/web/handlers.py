@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 
-from aiohttp import HttpVersion11, web
+from aiohttp import ClientConnectionResetError, HttpVersion11, web
 
 from ..db.pool import DB_ERRORS
 from ..export.formats import NotAcceptable
@@ -164,7 +164,8 @@ async def _send_export(request: web.Request, export: Export, sink: Buffered | St
             await sink.finish()
     except web.HTTPException:
         raise
-    except ClientGone:
+    except (ClientGone, ClientConnectionResetError):
+        # ClientConnectionResetError: aiohttp's own word for a transport the client already closed.
         timing.outcome = "client_gone"
         log.info("client went away after %d rows", timing.rows)
     except asyncio.CancelledError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _limit_open_files(open_files: int | tuple[int, int | None]) -> Callable[[], None]:
+    soft, hard = (open_files, open_files) if isinstance(open_files, int) else open_files
+
+    def limit() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1] if hard is None else hard)
+        )
+
+    return limit
+
+
 @dataclass
 class ServerProcess:
     """`python run.py serve` in a subprocess: for signals, exit codes and the server's own memory."""
@@ -31,7 +44,11 @@ class ServerProcess:
     environment: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, tmp_path: Path, settings: dict[str, object]) -> ServerProcess:
+    def start(
+        cls, tmp_path: Path, settings: dict[str, object], open_files: int | tuple[int, int | None] | None = None
+    ) -> ServerProcess:
+        """Start `run.py serve`; open_files sets its open-file limit: n (soft and hard), or (soft, hard or None
+        for the current hard one)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
         for name, value in settings.items():
@@ -45,6 +62,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=None if open_files is None else _limit_open_files(open_files),
             )
         return cls(port, process, log_path, env)
 
@@ -77,6 +95,12 @@ class ServerProcess:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1])
         raise AssertionError(f"{field_name} not in /proc/{self.process.pid}/status")
+
+    def open_files_limit(self) -> int:
+        """The process's soft open-file limit, as the kernel has it."""
+        limits = Path(f"/proc/{self.process.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        return int(line.split()[3])
 
     def rss_mb(self) -> float:
         return self._status_kb("VmRSS") / 1024

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..keys import OBSERVER, TIMING
+from ..forwarded import client_address
+from ..keys import OBSERVER, SETTINGS, TIMING
 from ..timing import RequestTiming
 
 access_log = logging.getLogger("streaming_api.access")
@@ -21,10 +22,11 @@ def log_request(request: web.Request, status: int, timing: RequestTiming) -> Non
     """One access-log line per request, figures in milliseconds."""
     timing.finish()
     access_log.info(
-        "%s %s status=%s endpoint=%s format=%s outcome=%s rows=%d bytes=%d "
+        "%s %s client=%s status=%s endpoint=%s format=%s outcome=%s rows=%d bytes=%d "
         "headers_ms=%s first_byte_ms=%s total_ms=%s db_ms=%.2f",
         request.method,
         request.path_qs[:300],
+        client_address(request, request.app[SETTINGS].trusted_proxies),
         status,
         timing.endpoint or "-",
         timing.format or "-",
