@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "STREAMING_API_"
 ALLOWED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -253,4 +252,3 @@ def load(
         values["database_url"] = environ["DATABASE_URL"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build(values)
-

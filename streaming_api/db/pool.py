@@ -5,8 +5,8 @@ Straight to PostgreSQL, statement_timeout is a startup parameter of every connec
 refuses that parameter ("unsupported startup parameter"), and one configured to ignore it drops it
 silently; either way the service then runs each unit of work in a transaction that sets it first
 (`SET LOCAL`), which also keeps the unit on one server connection under transaction pooling. Named
-prepared statements do not survive transaction pooling either, so the statement cache is off: asyncpg
-then sends each query's Parse, Bind and Execute together.
+prepared statements do not survive transaction pooling either, so behind a pooler the statement cache is
+off: asyncpg then sends each query's Parse, Bind and Execute together.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 POOL_CLOSE_SECONDS = 10.0
+DEFAULT_STATEMENT_CACHE = 100  # asyncpg's own default
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 # What "the database is unavailable" looks like from asyncpg: refused or lost connections,
@@ -91,7 +92,9 @@ async def create_pool(url: str, min_size: int, max_size: int, statement_timeout:
         min_size=min_size,
         max_size=max_size,
         server_settings=server_settings,
-        statement_cache_size=0,
+        # Straight to PostgreSQL, prepared statements save the plan query a round trip; behind a pooler,
+        # another client's server connection would not have them.
+        statement_cache_size=0 if behind_pooler else DEFAULT_STATEMENT_CACHE,
         timeout=CONNECT_TIMEOUT_SECONDS,
         reset=_keep_session,
     )

@@ -1,8 +1,8 @@
 """The SQL an export runs, built with SQLAlchemy Core and compiled once into asyncpg's $n form.
 
 Every page is one statement, so an export works behind PgBouncer in transaction pooling mode, where two
-statements in a row may run on different server connections: no session state, no named prepared
-statements. The page plan (where each page starts and ends) is an ordinary query with bound parameters.
+statements in a row may run on different server connections: no session state. The page plan (where
+each page ends) is an ordinary query with bound parameters.
 A page is a COPY, which takes no bound parameters: its three bounds are integers the plan produced,
 written into the statement by `Statement.inline`, which accepts Python ints and nothing else.
 """
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, func, literal, literal_column, select
+from sqlalchemy import BigInteger, Integer, bindparam, case, cast, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
@@ -56,28 +56,28 @@ def compile_statement(stmt: ClauseElement) -> Statement:
 
 
 def plan_statement() -> Statement:
-    """The page boundaries of a window of the keyset: among the first `window` ids after `after_id`, the
-    id at position `first`, first + `size`, first + 2 * `size`... and the window's last id. One walk of
-    the primary key index (index-only), so a plan of many pages costs one statement.
-    Rows: (n, id), n the position from 1, in order."""
-    after_id = bindparam("after_id", type_=BigInteger)
-    first = bindparam("first", type_=BigInteger)
-    size = bindparam("size", type_=BigInteger)
-    window_ids = (
+    """The upper bounds of the next `pages` pages after `after_id`: the first `first` rows on, then every
+    `size` rows. Each bound is found from the one before by a short walk of the primary key index (a
+    recursive query), so a plan of many pages is one statement that reads each index entry once. A NULL
+    bound: the table ends before it. Rows: (k, id), k = 1..pages, in order."""
+    bounds = select(
+        literal(0, Integer).label("k"), cast(bindparam("after_id", type_=BigInteger), BigInteger).label("id")
+    ).cte("bounds", recursive=True)
+    step = case((bounds.c.k == 0, bindparam("first", type_=BigInteger)), else_=bindparam("size", type_=BigInteger))
+    next_bound = (
         select(points.c.id)
-        .where(points.c.id > after_id)
+        .where(points.c.id > bounds.c.id)
         .order_by(points.c.id)
-        .limit(bindparam("window", type_=BigInteger))
-        .subquery("window_ids")
+        .offset(step - 1)
+        .limit(1)
+        .scalar_subquery()
     )
-    numbered = select(
-        window_ids.c.id,
-        func.row_number().over(order_by=window_ids.c.id).label("n"),
-        func.lead(window_ids.c.id).over(order_by=window_ids.c.id).label("next_id"),
-    ).subquery("numbered")
-    n = numbered.c.n
-    boundary = ((n >= first) & (((n - first) % size) == 0)) | numbered.c.next_id.is_(None)
-    return compile_statement(select(n, numbered.c.id).where(boundary).order_by(n))
+    bounds = bounds.union_all(
+        select(bounds.c.k + 1, next_bound).where(
+            bounds.c.k < bindparam("pages", type_=Integer), bounds.c.id.is_not(None)
+        )
+    )
+    return compile_statement(select(bounds.c.k, bounds.c.id).where(bounds.c.k > 0).order_by(bounds.c.k))
 
 
 def page_statement(columns: Callable[[Any], list[Any]]) -> Statement:

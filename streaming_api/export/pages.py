@@ -28,8 +28,9 @@ class DatabaseClock(Protocol):
 
 # How long a stopped export waits for its pages in flight before cancelling them.
 PAGE_SETTLE_SECONDS = 1.0
-# Pages per plan: a few for the first (it stands before the first byte), then many (one statement each).
-FIRST_PLAN_PAGES = 4
+# Pages per plan: the first plan stands before the first byte, so it covers the first page alone; the
+# next ones cover many pages each (one statement, one walk of their stretch of the index).
+FIRST_PLAN_PAGES = 1
 PLAN_PAGES = 32
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
@@ -89,17 +90,16 @@ class Planner:
             self.ready.append(PageSpec(export.after_id, MAX_ID, MAX_ID if export.limit is None else export.limit))
             self.done = True
 
-    def take_ready(self) -> PageSpec | None:
-        """The next page if its bounds are known, without waiting (planning the next window if it is time)."""
+    def take_ready(self, plan_ahead: bool = True) -> PageSpec | None:
+        """The next page if its bounds are known, without waiting; and, with plan_ahead, start planning the
+        next window in the background when few planned pages are left."""
         self._collect()
-        if not self.ready:
-            return None
-        spec = self.ready.popleft()
-        if len(self.ready) <= REPLAN_AHEAD_PAGES and not self.done and self._planning is None:
+        spec = self.ready.popleft() if self.ready else None
+        if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and not self.done and self._planning is None:
             self._planning = asyncio.ensure_future(self._plan(Lanes.LATER))
         return spec
 
-    async def take(self) -> PageSpec | None:
+    async def take(self, plan_ahead: bool = True) -> PageSpec | None:
         """The next page, waiting for its plan if need be; None once every page has been taken."""
         while not self.ready and not self.done:
             if self._planning is None:
@@ -108,7 +108,7 @@ class Planner:
                 await self._planning
             finally:
                 self._planning = None
-        return self.take_ready()
+        return self.take_ready(plan_ahead)
 
     @property
     def planning(self) -> asyncio.Task[None] | None:
@@ -121,32 +121,56 @@ class Planner:
             planning, self._planning = self._planning, None
             planning.result()
 
+    def _sizes(self) -> list[int]:
+        """The sizes of the pages the next plan covers: a small first page, then page_size, within the limit."""
+        export = self._export
+        assert export.page_size is not None
+        sizes: list[int] = []
+        budget = self._budget
+        for index in range(FIRST_PLAN_PAGES if self._first else PLAN_PAGES):
+            size = export.page_size
+            if self._first and index == 0 and export.first_page_size:
+                size = min(size, export.first_page_size)
+            if budget is not None:
+                size = min(size, budget)
+                budget -= size
+            sizes.append(size)
+            if budget == 0:
+                break
+        return sizes
+
     async def _plan(self, priority: int) -> None:
         export = self._export
         assert export.page_size is not None
-        size = export.page_size
-        first = min(size, export.first_page_size) if self._first and export.first_page_size else size
-        window = first + size * ((FIRST_PLAN_PAGES if self._first else PLAN_PAGES) - 1)
-        if self._budget is not None:
-            window = min(window, self._budget)
-        plan = self._queries.plan
-        started = time.perf_counter()
-        try:
-            async with self._lanes.connection(priority) as conn:
-                boundaries = await conn.fetch(
-                    plan.sql, *plan.args(after_id=self._after, window=window, first=first, size=size)
-                )
-        finally:
-            self._clock.db_seconds += time.perf_counter() - started
-        planned = 0
-        for position, last_id in boundaries:
-            self.ready.append(PageSpec(self._after, last_id, position - planned))
-            planned, self._after = position, last_id
+        sizes = self._sizes()
+        last_of_export = self._budget is not None and self._budget == sum(sizes)
+        # Every page needs its upper bound but the export's last one: that one runs to its row count.
+        bounded = len(sizes) - 1 if last_of_export else len(sizes)
+        bounds: list[int | None] = []
+        if bounded:
+            plan = self._queries.plan
+            first = sizes[0] if self._first else export.page_size
+            started = time.perf_counter()
+            try:
+                async with self._lanes.connection(priority) as conn:
+                    records = await conn.fetch(
+                        plan.sql, *plan.args(after_id=self._after, first=first, size=export.page_size, pages=bounded)
+                    )
+            finally:
+                self._clock.db_seconds += time.perf_counter() - started
+            bounds = [record["id"] for record in records]
         self._first = False
+        for index, rows in enumerate(sizes):
+            bound = bounds[index] if index < len(bounds) else None
+            if bound is None:
+                # The export's last page: the table ends inside it (no bound), or the limit does.
+                self.ready.append(PageSpec(self._after, MAX_ID, rows))
+                self.done = True
+                return
+            self.ready.append(PageSpec(self._after, bound, rows))
+            self._after = bound
         if self._budget is not None:
-            self._budget -= planned
-        # Fewer rows than the window: the table ends here.
-        self.done = planned < window or self._budget == 0
+            self._budget -= sum(sizes)
 
     async def close(self) -> None:
         if self._planning is not None:
@@ -187,29 +211,32 @@ async def pages(
 
     async def top_up(up_to: int, may_wait: bool) -> None:
         """Start pages until `up_to` are in flight: those whose bounds are known, or, when `may_wait`
-        (nothing else would run), the next one once its plan arrives."""
+        and nothing is in flight, the next one once its plan arrives."""
         while len(in_flight) < up_to:
-            spec = planner.take_ready()
+            # Nothing plans ahead before the first page is out: nothing competes with the rows a client
+            # waits for first.
+            spec = planner.take_ready(plan_ahead=bool(started_pages))
             if spec is None:
                 if not may_wait or in_flight:
                     return
-                spec = await planner.take()
+                spec = await planner.take(plan_ahead=bool(started_pages))
                 if spec is None:
                     return
-            priority = Lanes.FIRST if not started else Lanes.LATER
-            started.append(spec)
+            priority = Lanes.FIRST if not started_pages else Lanes.LATER
+            started_pages.append(spec)
             in_flight.append(asyncio.ensure_future(_fetch_page(lanes, queries, export.format, spec, clock, priority)))
 
-    started: list[PageSpec] = []
+    started_pages: list[PageSpec] = []
     try:
-        # The first page alone, and handed on without waiting for the next ones to start: nothing
-        # competes with, or delays, the rows a client waits for first.
         await top_up(1, may_wait=True)
         while in_flight:
             page = await _next_page(in_flight, planner)
-            await top_up(depth, may_wait=not in_flight)
+            # Start what can start now and plan ahead, but hand this page on before waiting for a plan.
+            await top_up(depth, may_wait=False)
             if page.rows:
                 yield page
+            if not in_flight:
+                await top_up(depth, may_wait=True)
     finally:
         await planner.close()
         await _settle(in_flight)
