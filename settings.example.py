@@ -85,6 +85,13 @@ REQUEST_HEAD_TIMEOUT = 10.0
 # request does a new connection get 503.
 MAX_CONNECTIONS = 0
 
+# Content codings offered to clients that ask for them (Accept-Encoding), in order of preference:
+# "zstd" (about 7x smaller NDJSON, cheap) and "gzip" (for clients without zstd). () turns compression off.
+# /chunked compresses and flushes page by page, so the first rows still arrive (and decode) at once.
+COMPRESSION = ("zstd", "gzip")
+ZSTD_LEVEL = 1  # -7..22; 1 is both the fastest and the tightest on these rows (measured)
+GZIP_LEVEL = 1  # 0..3 (ISA-L)
+
 # Reverse proxies (addresses or networks, e.g. ("127.0.0.1",) or ("10.0.0.0/8",)) whose X-Forwarded-For
 # header names the client in the access log. From anyone else the header is ignored (anyone can send it).
 TRUSTED_PROXIES = ()

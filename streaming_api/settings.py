@@ -16,6 +16,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "STREAMING_API_"
+# The content codings the service can send (web.encoding implements each).
+CODINGS = ("zstd", "gzip")
 ALLOWED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
@@ -77,6 +79,10 @@ class Settings:
     # Open client connections at most; 0: as many as the open-file limit leaves room for. At the cap, the
     # connection idle longest (no request head yet, or between requests) is closed to make room.
     max_connections: int = 0
+    # Content codings offered to clients that ask (Accept-Encoding), in order of preference; empty: never.
+    compression: tuple[str, ...] = ("zstd", "gzip")
+    zstd_level: int = 1
+    gzip_level: int = 1
     # Proxies (addresses or networks) whose X-Forwarded-For names the client in the access log; from
     # anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = ()
@@ -196,6 +202,15 @@ def _validate(s: Settings) -> None:
         raise bad("request_head_timeout", "must be 0.1..3,600 seconds")
     if s.max_connections < 0:
         raise bad("max_connections", "must be >= 0 (0: from the open-file limit)")
+    for coding in s.compression:
+        if coding not in CODINGS:
+            raise bad("compression", f"{coding!r} is not one of {', '.join(CODINGS)} (or leave it empty: none)")
+    if len(set(s.compression)) != len(s.compression):
+        raise bad("compression", "names a coding twice")
+    if not -7 <= s.zstd_level <= 22:
+        raise bad("zstd_level", "must be -7..22 (1 is fast and compresses these rows best)")
+    if not 0 <= s.gzip_level <= 3:
+        raise bad("gzip_level", "must be 0..3 (ISA-L's levels)")
     for proxy in s.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

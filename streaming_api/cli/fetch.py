@@ -62,6 +62,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=5,
         help="retries in a row that bring no row before giving up; waits 0.5, 1, 2, 4, 8, 8... s (default: 5)",
     )
+    fetch.add_argument(
+        "--no-compression",
+        dest="compressed",
+        action="store_false",
+        help="ask for the body uncompressed (by default it travels zstd-compressed, decoded as it arrives)",
+    )
     return fetch
 
 
@@ -102,6 +108,7 @@ async def download_with_progress(
             retries=args.retries,
             on_retry=on_retry,
             on_progress=on_progress,
+            compressed=args.compressed,
         )
     except BaseException:
         line.finish()

@@ -105,6 +105,7 @@ async def download(
     backoff: float = 0.5,
     on_retry: Callable[[Retry], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    compressed: bool = True,
 ) -> FetchResult:
     """Download to `out` (or stdout); raises the client's errors, leaving no file behind on failure.
 
@@ -132,6 +133,7 @@ async def download(
             retries=retries,
             backoff=backoff,
             on_retry=retrying,
+            compressed=compressed,
         ):
             writer.write(batch)
             rows += len(batch.rows)

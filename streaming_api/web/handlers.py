@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from aiohttp import ClientConnectionResetError, HttpVersion11, web
 
@@ -17,13 +18,36 @@ from ..db.pool import DB_ERRORS
 from ..export.formats import NotAcceptable
 from ..export.pages import Chunk, encoded_chunks
 from ..export.request import BadParameter, Export, parse_export
-from . import problems
+from ..settings import Settings
+from . import encoding, problems
 from .guards import rows_exceed
 from .keys import LANES, QUERIES, SETTINGS, STANDARD_SLOTS, TIMING
 from .middleware.auth import requires_token
 from .sending import ClientGone, ClientTooSlow, abort, send_within
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a data request asked for: the export, and the content coding its bytes go out in."""
+
+    export: Export
+    coding: str
+
+    def encoder(self, settings: Settings) -> encoding.Encoder | None:
+        return encoding.encoder(self.coding, {"zstd": settings.zstd_level, "gzip": settings.gzip_level})
+
+
+def _reply(request: web.Request, endpoint: str) -> Reply:
+    export = _export(request, endpoint)
+    accept_encoding = ",".join(request.headers.getall("Accept-Encoding", [])) or None
+    try:
+        coding = encoding.negotiate(accept_encoding, request.app[SETTINGS].compression)
+    except encoding.NotAcceptableEncoding:
+        raise problems.not_acceptable_encoding(accept_encoding, request.app[SETTINGS].compression) from None
+    request[TIMING].encoding = coding
+    return Reply(export, coding)
 
 
 def _export(request: web.Request, endpoint: str) -> Export:
@@ -50,18 +74,22 @@ def _export(request: web.Request, endpoint: str) -> Export:
     return export
 
 
-def _content_headers(response: web.StreamResponse, export: Export) -> None:
-    response.content_type = export.format.content_type
-    response.charset = export.format.charset
+def _content_headers(response: web.StreamResponse, reply: Reply) -> None:
+    response.content_type = reply.export.format.content_type
+    response.charset = reply.export.format.charset
     response.headers["Cache-Control"] = "no-store"
     # Say plainly that a range is not served: a client must not fetch parts of an export in parallel.
     response.headers["Accept-Ranges"] = "none"
+    # The bytes depend on Accept-Encoding: caches must not hand one client's coding to another.
+    response.headers.add("Vary", "Accept-Encoding")
+    if reply.coding != encoding.IDENTITY:
+        response.headers["Content-Encoding"] = reply.coding
 
 
-async def _headers_only(request: web.Request, export: Export) -> web.StreamResponse:
+async def _headers_only(request: web.Request, reply: Reply) -> web.StreamResponse:
     """HEAD: the headers a GET would send, and no export run (so no length: it is not known)."""
     response = web.StreamResponse()
-    _content_headers(response, export)
+    _content_headers(response, reply)
     await response.prepare(request)
     request[TIMING].mark_headers(response.status)
     await response.write_eof()
@@ -69,11 +97,12 @@ async def _headers_only(request: web.Request, export: Export) -> web.StreamRespo
 
 
 class Buffered:
-    """/standard's sink: collects every chunk, then sends one body with a Content-Length."""
+    """/standard's sink: collects every chunk, then sends one body (compressed whole) with a Content-Length."""
 
-    def __init__(self, request: web.Request, export: Export) -> None:
+    def __init__(self, request: web.Request, reply: Reply) -> None:
         self.request = request
-        self.export = export
+        self.reply = reply
+        self.export = reply.export
         self.response = web.Response()
         self._chunks: list[Chunk] = []
 
@@ -93,9 +122,13 @@ class Buffered:
         body = b"".join(part for chunk in self._chunks for part in chunk.parts)
         rows = sum(chunk.rows for chunk in self._chunks)
         self._chunks.clear()
+        encoder = self.reply.encoder(self.request.app[SETTINGS])
+        if encoder is not None:
+            # Tens of megabytes: off the event loop (the compressors release the GIL).
+            body = await asyncio.to_thread(_compress_whole, encoder, body)
         timing.encode_seconds += time.perf_counter() - started
         self.response.body = body
-        _content_headers(self.response, self.export)
+        _content_headers(self.response, self.reply)
         self.response.headers["Server-Timing"] = (
             f"db;dur={timing.db_ms}, encode;dur={timing.encode_ms}, total;dur={timing.elapsed_ms()}"
         )
@@ -106,13 +139,20 @@ class Buffered:
         timing.rows = rows
 
 
-class Streamed:
-    """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes."""
+def _compress_whole(encoder: encoding.Encoder, body: bytes) -> bytes:
+    return encoder.body(body) + encoder.finish()
 
-    def __init__(self, request: web.Request, export: Export) -> None:
+
+class Streamed:
+    """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes
+    (compressed and flushed on its own when the client asked for a coding)."""
+
+    def __init__(self, request: web.Request, reply: Reply) -> None:
         self.request = request
-        self.export = export
+        self.reply = reply
+        self.export = reply.export
         self.response = web.StreamResponse()
+        self.encoder = reply.encoder(request.app[SETTINGS])
 
     async def before_export(self) -> None:
         pass
@@ -121,7 +161,7 @@ class Streamed:
         timing = self.request[TIMING]
         if not self.response.prepared:
             # The first page comes before the headers: a database failure up to here is still a clean 503.
-            _content_headers(self.response, self.export)
+            _content_headers(self.response, self.reply)
             # A proxy must pass each chunk on as it comes (nginx honours this even in its stock configuration).
             self.response.headers["X-Accel-Buffering"] = "no"
             self.response.headers["Server-Timing"] = f"db;dur={timing.db_ms}"
@@ -132,16 +172,23 @@ class Streamed:
             await self.response.prepare(self.request)
             timing.mark_headers(self.response.status)
         data = b"".join(chunk.parts)
-        if data:
-            await send_within(self.request, self.response.write(data), self.request.app[SETTINGS].send_timeout)
-            timing.mark_sent(len(data))
+        if self.encoder is not None and data:
+            data = self.encoder.page(data)
+        await self._send(data)
         timing.rows += chunk.rows
 
     async def finish(self) -> None:
+        if self.encoder is not None:
+            await self._send(self.encoder.finish())
         await send_within(self.request, self.response.write_eof(), self.request.app[SETTINGS].send_timeout)
 
+    async def _send(self, data: bytes) -> None:
+        if data:
+            await send_within(self.request, self.response.write(data), self.request.app[SETTINGS].send_timeout)
+            self.request[TIMING].mark_sent(len(data))
 
-async def _send_export(request: web.Request, export: Export, sink: Buffered | Streamed) -> web.StreamResponse:
+
+async def _send_export(request: web.Request, reply: Reply, sink: Buffered | Streamed) -> web.StreamResponse:
     """Run the export into the sink, within request_deadline. Before the headers are out a failure is a
     JSON error (503 for the database or the deadline); after, the connection is cut, never ended cleanly."""
     settings = request.app[SETTINGS]
@@ -152,12 +199,12 @@ async def _send_export(request: web.Request, export: Export, sink: Buffered | St
             await sink.before_export()
         except DB_ERRORS as exc:
             raise problems.unavailable(exc) from None
-        return await _headers_only(request, export)
+        return await _headers_only(request, reply)
     deadline = asyncio.timeout(settings.request_deadline)
     try:
         async with deadline:
             await sink.before_export()
-            chunks = encoded_chunks(request.app[LANES], request.app[QUERIES], export, timing)
+            chunks = encoded_chunks(request.app[LANES], request.app[QUERIES], reply.export, timing)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     await sink.take(chunk)
@@ -199,13 +246,13 @@ async def _send_export(request: web.Request, export: Export, sink: Buffered | St
 @requires_token
 async def standard(request: web.Request) -> web.StreamResponse:
     """Every requested row from one COPY, the whole body built in memory, sent with a Content-Length."""
-    export = _export(request, "standard")
+    reply = _reply(request, "standard")
     slots = request.app[STANDARD_SLOTS]
     # Each buffered body costs memory in proportion to its size: refuse at once rather than queue.
     if not slots.try_acquire():
         raise problems.standard_busy(slots.limit)
     try:
-        return await _send_export(request, export, Buffered(request, export))
+        return await _send_export(request, reply, Buffered(request, reply))
     finally:
         slots.release()
 
@@ -213,8 +260,8 @@ async def standard(request: web.Request) -> web.StreamResponse:
 @requires_token
 async def chunked(request: web.Request) -> web.StreamResponse:
     """Each page written as its own chunk as soon as PostgreSQL returns it, awaiting every write."""
-    export = _export(request, "chunked")
-    return await _send_export(request, export, Streamed(request, export))
+    reply = _reply(request, "chunked")
+    return await _send_export(request, reply, Streamed(request, reply))
 
 
 def _describe(exc: BaseException) -> str:

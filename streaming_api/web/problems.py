@@ -49,6 +49,16 @@ def not_acceptable(accept: str | None) -> web.HTTPException:
     )
 
 
+def not_acceptable_encoding(accept_encoding: str | None, offered: tuple[str, ...]) -> web.HTTPException:
+    return json_error(
+        web.HTTPNotAcceptable,
+        "not_acceptable_encoding",
+        f"Accept-Encoding {(accept_encoding or '')[:200]!r} refuses identity and every coding offered "
+        f"({', '.join(offered) or 'none'})",
+        offered=[*offered, "identity"],
+    )
+
+
 def unavailable(exc: BaseException) -> web.HTTPException:
     """The database failed before the response started: 503, retry later."""
     if isinstance(exc, asyncpg.QueryCanceledError):

@@ -18,6 +18,8 @@ class RequestTiming:
     started: float = field(default_factory=time.perf_counter)
     endpoint: str = ""
     format: str = ""
+    # The content coding the body went out in (identity, zstd, gzip).
+    encoding: str = ""
     headers_at: float | None = None
     first_byte_at: float | None = None
     finished_at: float | None = None

@@ -37,11 +37,12 @@ async def _clean_body(server: TestServer, token: str, query: str) -> bytes:
         return await response.read()
 
 
+@pytest.mark.parametrize("compressed", [True, False], ids=["zstd", "identity"])
 @pytest.mark.parametrize("fmt", FORMATS)
-async def test_download_across_cuts_equals_a_clean_download(server, make_relay, token, tmp_path, fmt):
+async def test_download_across_cuts_equals_a_clean_download(server, make_relay, token, tmp_path, fmt, compressed):
     relay = await make_relay(cuts=[FIRST_CUT, SECOND_CUT])
     out = tmp_path / f"points.{fmt}"
-    result = await download(relay.url("/chunked"), token, fmt, out, backoff=0)
+    result = await download(relay.url("/chunked"), token, fmt, out, backoff=0, compressed=compressed)
     assert out.read_bytes() == await _clean_body(server, token, f"format={fmt}")
     assert (result.rows, result.retries) == (ROWS, 2)
 
@@ -73,7 +74,7 @@ class Terminal(io.StringIO):
 
 
 def _fetch_args(out: Path) -> argparse.Namespace:
-    return argparse.Namespace(format="csv", out=out, limit=None, after_id=0, page_size=None, retries=5)
+    return argparse.Namespace(format="csv", out=out, limit=None, after_id=0, page_size=None, retries=5, compressed=True)
 
 
 async def test_download_shows_progress_on_a_terminal(server, token, tmp_path):

@@ -112,7 +112,7 @@ class CuttingRelay:
 
 
 # Response bytes (headers included) before a cut: well inside every format's body of the test table.
-FIRST_CUT = 50_001
-SECOND_CUT = 40_009
+FIRST_CUT = 20_001
+SECOND_CUT = 15_009
 
 MakeRelay = Callable[..., Awaitable[CuttingRelay]]

@@ -34,11 +34,20 @@ async def test_metrics_count_requests_by_endpoint_format_and_status(client, auth
 
 
 async def test_metrics_count_rows_and_bytes_sent(client, auth):
-    response = await client.get("/chunked?format=json&limit=17", headers=auth)
+    response = await client.get("/chunked?format=json&limit=17", headers={**auth, "Accept-Encoding": "identity"})
     body = await response.read()
     samples = await _scrape(client)
     assert _value(samples, "streaming_api_rows_sent_total", endpoint="chunked", format="json") == 17
     assert _value(samples, "streaming_api_bytes_sent_total", endpoint="chunked", format="json") == len(body)
+
+
+async def test_metrics_count_the_bytes_on_the_wire_when_compressed(client, auth):
+    response = await client.get("/chunked?limit=500", headers={**auth, "Accept-Encoding": "zstd"})
+    decoded = await response.read()
+    samples = await _scrape(client)
+    sent = _value(samples, "streaming_api_bytes_sent_total", endpoint="chunked", format="ndjson")
+    assert response.headers["Content-Encoding"] == "zstd"
+    assert 0 < sent < len(decoded) / 3
 
 
 async def test_metrics_observe_first_byte_and_total_time(client, auth):
