@@ -1,0 +1,235 @@
+"""Settings: defaults < settings.py beside run.py < environment (STREAMING_API_<NAME>, DATABASE_URL).
+
+No aiohttp here: the command line, the benchmark and the web app all read the same Settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "STREAMING_API_"
+ALLOWED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+
+
+# A browser Origin: scheme://host[:port], no path.
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where to listen. 127.0.0.1 keeps the service on this machine unless asked otherwise.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # postgresql://user:pass@host:port/db; None starts the embedded PostgreSQL under data_dir.
+    database_url: str | None = None
+    # Embedded database files and the generated JWT secret live here (relative to the project).
+    data_dir: str = ".data"
+    # Rows `serve` seeds when the table is missing or empty, and `seed`'s default.
+    rows: int = 500_000
+    # /chunked rows per page (and per chunk) when the request has no page_size.
+    page_size: int = 1000
+    max_page_size: int = 10_000
+    # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
+    first_page_size: int = 100
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    # HS* secret; None generates one into data_dir/jwt_secret (mode 0600) on first use.
+    jwt_secret: str | None = None
+    # Algorithms a token may be signed with; never "none".
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    # PEM public key for RS*/ES* verification, and the private key `token` signs with.
+    jwt_public_key_file: str | None = None
+    jwt_private_key_file: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Clock skew tolerated on exp / nbf / iat, in seconds.
+    jwt_leeway: int = 30
+    # Lifetime of tokens minted by `run.py token` and the start-up banner, in seconds.
+    token_ttl: int = 3600
+    log_level: str = "INFO"
+    # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
+    standard_max_concurrency: int = 2
+    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this.
+    standard_max_rows: int = 1_000_000
+    # PostgreSQL statement_timeout for every query the service runs, in seconds.
+    statement_timeout: float = 30.0
+    # The longest a /standard or /chunked request may take in all, in seconds (503 before headers, abort after).
+    request_deadline: float = 600.0
+    # A client that takes none of the pending response bytes for this long is dropped, in seconds.
+    send_timeout: float = 60.0
+    # On SIGTERM, how long in-flight requests may still run before they are aborted, in seconds.
+    shutdown_timeout: float = 30.0
+    # Origins a browser page may call the API from (CORS); empty sends no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    # Serve Prometheus figures at /metrics (requests, first byte and total time, rows, bytes, memory).
+    metrics_enabled: bool = True
+    # Put /metrics behind the same JWT as the data endpoints.
+    metrics_require_token: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        path = Path(self.data_dir).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def base_url(self) -> str:
+        """The server's address as a client on this machine reaches it (0.0.0.0 and :: mean loopback)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        merged.update(changes)
+        return build(merged)
+
+
+def _hints() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(name: str, hint: Any, raw: Any) -> Any:
+    """Turn a value from settings.py or the environment into the setting's type, or raise SettingsError."""
+    args = get_args(hint)
+    optional = get_origin(hint) in (types.UnionType,) and type(None) in args
+    if optional:
+        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(str(raw).replace("_", "")) if isinstance(raw, str) else int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            if not isinstance(raw, str):
+                raise ValueError(raw)
+            return raw
+        if get_origin(hint) is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except (TypeError, ValueError):
+        pass
+    else:
+        return raw
+    raise SettingsError(f"setting {name}: {raw!r} is not a valid {getattr(hint, '__name__', hint)}")
+
+
+def _validate(s: Settings) -> None:
+    def bad(name: str, why: str) -> SettingsError:
+        return SettingsError(f"setting {name}: {why} (got {getattr(s, name)!r})")
+
+    if not 0 <= s.port <= 65535:
+        raise bad("port", "must be 0..65535")
+    if s.rows < 0:
+        raise bad("rows", "must be >= 0")
+    if not 1 <= s.max_page_size <= 1_000_000:
+        raise bad("max_page_size", "must be 1..1,000,000")
+    if not 1 <= s.page_size <= s.max_page_size:
+        raise bad("page_size", f"must be 1..max_page_size ({s.max_page_size})")
+    if not 0 <= s.first_page_size <= s.max_page_size:
+        raise bad("first_page_size", f"must be 0..max_page_size ({s.max_page_size})")
+    if s.pool_min_size < 0 or s.pool_max_size < 1 or s.pool_min_size > s.pool_max_size:
+        raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
+    if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("setting database_url: must start with postgresql:// (value not shown)")
+    if not s.jwt_algorithms:
+        raise bad("jwt_algorithms", "needs at least one algorithm")
+    for alg in s.jwt_algorithms:
+        if alg not in ALLOWED_ALGORITHMS:
+            raise bad("jwt_algorithms", f"{alg!r} is not one of {', '.join(ALLOWED_ALGORITHMS)}")
+    families = {alg[:2] for alg in s.jwt_algorithms}
+    if families & {"RS", "ES"} and not s.jwt_public_key_file:
+        raise bad("jwt_public_key_file", "is required when jwt_algorithms has RS* or ES*")
+    if len(families) > 1 and "HS" in families:
+        # Mixing a shared secret with public keys invites algorithm confusion.
+        raise bad("jwt_algorithms", "cannot mix HS* with RS*/ES*")
+    if s.jwt_secret is not None and len(s.jwt_secret.encode()) < 32:
+        raise SettingsError("setting jwt_secret: must be at least 32 bytes (value not shown)")
+    if s.jwt_leeway < 0:
+        raise bad("jwt_leeway", "must be >= 0")
+    if s.token_ttl < 1:
+        raise bad("token_ttl", "must be >= 1")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.standard_max_concurrency < 1:
+        raise bad("standard_max_concurrency", "must be >= 1")
+    if s.standard_max_rows < 1:
+        raise bad("standard_max_rows", "must be >= 1")
+    for name in ("statement_timeout", "request_deadline", "send_timeout"):
+        if not 0.001 <= getattr(s, name) <= 86_400:
+            raise bad(name, "must be 0.001..86,400 seconds")
+    if not 0 <= s.shutdown_timeout <= 86_400:
+        raise bad("shutdown_timeout", "must be 0..86,400 seconds")
+    for origin in s.cors_origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise bad("cors_origins", f"{origin!r} is not '*' or scheme://host[:port]")
+
+
+def build(values: Mapping[str, Any]) -> Settings:
+    """Settings from a mapping of raw values (unknown names are an error), validated."""
+    hints = _hints()
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]}")
+    settings = Settings(**{name: _coerce(name, hints[name], raw) for name, raw in values.items()})
+    _validate(settings)
+    return settings
+
+
+def _from_module(path: Path) -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location("_streaming_api_local_settings", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    known = {f.name.upper(): f.name for f in fields(Settings)}
+    values = {}
+    for attr in dir(module):
+        if attr.isupper() and not attr.startswith("_"):
+            if attr not in known:
+                raise SettingsError(f"unknown setting {attr} in {path}")
+            values[known[attr]] = getattr(module, attr)
+    return values
+
+
+def load(
+    settings_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Defaults, then settings.py (UPPER_CASE names), then the environment, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = settings_file if settings_file is not None else PROJECT_ROOT / "settings.py"
+    if path.exists():
+        values.update(_from_module(path))
+    for f in fields(Settings):
+        env_name = ENV_PREFIX + f.name.upper()
+        if env_name in environ:
+            values[f.name] = environ[env_name]
+    if "DATABASE_URL" in environ and ENV_PREFIX + "DATABASE_URL" not in environ:
+        values["database_url"] = environ["DATABASE_URL"]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build(values)
