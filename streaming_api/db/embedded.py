@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 PG_DB_USER = "postgres"
 START_SECONDS = 120.0
 WATCHDOG_START_SECONDS = 10.0
+# How long stop() tries to become the only holder of owners.lock before it leaves the server to the others.
+LAST_OWNER_PROBE_SECONDS = 0.25
 # The wheel's own bookkeeping (a pid list that was never cleaned): ignored, and removed when found.
 WHEEL_PID_LIST = ".handle_pids.json"
 
@@ -102,7 +104,7 @@ class EmbeddedPostgres:
                 )
             owner_fd = open_lock(self.files.owners)
             try:
-                if self.exclusive and not try_exclusive(owner_fd):
+                if self.exclusive and not lock(owner_fd, fcntl.LOCK_EX, LAST_OWNER_PROBE_SECONDS):
                     raise EmbeddedPostgresError(
                         f"the embedded PostgreSQL in {self.pgdata} is in use by another process: stop that "
                         "first, or set DATA_DIR or DATABASE_URL to use another database"
@@ -138,7 +140,8 @@ class EmbeddedPostgres:
             os.close(self._owner_fd)
             self._owner_fd = None
             self._url = None
-            if got_start and try_exclusive(probe_fd):
+            # A short wait, not a single try: the watchdog, woken as our lock went, holds the lock for an instant.
+            if got_start and lock(probe_fd, fcntl.LOCK_EX, LAST_OWNER_PROBE_SECONDS):
                 outcome = stop_server(self.pgdata)
                 log.info("embedded PostgreSQL: %s", "stopped" if outcome.startswith("stopped") else outcome)
             # Otherwise other owners remain (or, without start.lock, the watchdog will see to it).

@@ -188,6 +188,8 @@ def stop_server(pgdata: Path, settle: float = SETTLE_SECONDS) -> str:
         return "not running"
     done = run_binary("pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", str(int(STOP_SECONDS)), "stop")
     if done.returncode == 0:
+        # pg_ctl returns once postmaster.pid is gone; the process itself exits a moment later.
+        _wait_gone(pid, STOP_SECONDS)
         return f"stopped postmaster {pid}"
     log.warning("pg_ctl stop failed (%s); sending SIGQUIT to postmaster %s", done.stdout.strip(), pid)
     for sig in (signal.SIGQUIT, signal.SIGKILL):
@@ -200,3 +202,15 @@ def stop_server(pgdata: Path, settle: float = SETTLE_SECONDS) -> str:
         except psutil.TimeoutExpired:
             continue
     raise EmbeddedPostgresError(f"could not stop the embedded PostgreSQL's postmaster {pid} ({pgdata})")
+
+
+def _wait_gone(pid: int, within: float) -> None:
+    """Until the process has exited (a zombie waiting for its parent to reap it counts as exited)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.01)
