@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,6 +22,7 @@ from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
+from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
 
 
@@ -109,3 +111,14 @@ async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
     yield make
     for relay in relays:
         await relay.close()
+
+
+@pytest.fixture
+def pgbouncer(database_url: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in front of the session's PostgreSQL, whose only database is `points`."""
+    socket_dir = parse_qs(urlsplit(database_url).query).get("host", ["/tmp"])[0]
+    bouncer = PgBouncer.start({"points": f"host={socket_dir} dbname=postgres"})
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
