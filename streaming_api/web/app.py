@@ -12,7 +12,7 @@ from ..db.pool import close_pool, create_pool
 from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import load_keys
-from . import browser, handlers
+from . import browser, handlers, logfilters
 from .guards import StandardSlots
 from .keys import DATABASE, KEYS, LANES, METRICS, OBSERVER, POOL, QUERIES, ROWS, SETTINGS, STANDARD_SLOTS
 from .metrics import Metrics
@@ -64,6 +64,8 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
         middlewares=[shutdown.in_flight_middleware, timing_middleware, error_middleware, jwt_middleware],
         handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES},
     )
+    # However the app is run (run_app, AppRunner, a test server), aiohttp's own request logs keep no credential.
+    logfilters.redact_credentials()
     app[SETTINGS] = settings
     app[KEYS] = load_keys(settings)
     app[QUERIES] = PageQueries()
