@@ -17,7 +17,7 @@ from ..bench.stats import document, write_json
 from ..bench.wire import Received, Target
 from ..export.formats import FORMATS
 from ..settings import Settings
-from .args import names, positive_list
+from .args import names, positive, positive_list
 from .console import StatusLine, rows_bar
 
 ENDPOINTS = ("standard", "chunked")
@@ -99,7 +99,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="rows per request, comma-separated for several sizes (default 500000); the bench's own database "
         "is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
     )
-    parser.add_argument("--repeat", type=int, default=5, help="measured runs per level, after one warm-up (default 5)")
+    parser.add_argument(
+        "--repeat", type=positive, default=5, help="measured runs per level, after one warm-up (default 5)"
+    )
     parser.add_argument(
         "--concurrency",
         type=positive_list,
@@ -134,9 +136,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    if args.repeat < 1:
-        print("error: --repeat must be at least 1", file=sys.stderr)
-        return 2
     if args.url is None and (args.token or args.database_url):
         print("error: --token and --database-url go with --url", file=sys.stderr)
         return 2

@@ -31,3 +31,16 @@ def test_bad_setting_stops_with_a_message_naming_it(tmp_path):
     assert result.returncode != 0
     assert "page_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["seed", "--rows", "0"], ["token", "--ttl", "0"], ["token", "--ttl", "-5"]])
+def test_a_count_below_one_is_refused_in_the_same_words(tmp_path, args):
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 2
+    assert f"{args[-1]} is not positive: it must be 1 or more" in result.stderr
+
+
+def test_seed_with_the_rows_setting_at_0_refuses_rather_than_empty_the_table(tmp_path):
+    result = run_cli(["seed"], tmp_path, rows="0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: nothing to load: the rows setting is 0; give --rows N (1 or more)"
