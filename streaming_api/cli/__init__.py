@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings: Settings | None = None
     try:
         from .failures import StartupFailure, describe
+        from .signals import Stopped
 
         args_list = list(sys.argv[1:] if argv is None else argv)
         if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return subcommands()[args.command].run(settings, args)
         except KeyboardInterrupt:
             raise
+        except Stopped as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return exc.exit_code
         except Exception as exc:
             failure = exc if isinstance(exc, StartupFailure) else describe(exc, settings)
             if failure is None:

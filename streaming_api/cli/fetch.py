@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from .args import non_negative, positive
 from .console import StatusLine, transfer_text
+from .signals import Stopped
+from .signals import run as run_stoppable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -138,14 +139,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     so_far = Transferred()
     try:
-        result = asyncio.run(download_with_progress(url, token, args, transferred=so_far))
-    except KeyboardInterrupt:
+        result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))
+    except (KeyboardInterrupt, Stopped) as exc:
         if args.out is not None:
             kept = f"{args.out} not written (a download is moved into place only when complete)"
         else:
             kept = "what went to stdout is incomplete"
-        print(f"fetch: interrupted after {so_far.rows:,} rows ({so_far.bytes / 1e6:.1f} MB): {kept}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"fetch: {how} after {so_far.rows:,} rows ({so_far.bytes / 1e6:.1f} MB): {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exc.exit_code
     except Unauthorized as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_UNAUTHORIZED

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from ..db.database import Database
 from ..settings import Settings
 from .args import positive
 from .console import StatusLine, rows_bar
 from .failures import EXIT_CONFIGURATION, StartupFailure
+from .signals import run as run_stoppable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if rows < 1:
         # Loading "exactly rows 1..0" would silently empty the table.
         raise StartupFailure("nothing to load: the rows setting is 0; give --rows N (1 or more)", EXIT_CONFIGURATION)
-    seconds = asyncio.run(_seed(settings, rows))
+    seconds = run_stoppable(_seed(settings, rows))
     print(f"points holds rows 1..{rows:,} (loaded in {seconds:.1f} s)")
     return 0
