@@ -4,7 +4,6 @@ the configuration and 1 for the environment, never a traceback."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from streaming_api import settings as settings_module
 from streaming_api.cli import main
+from tests.support import pgbouncer as pgbouncer_module
 from tests.support.cli import error_lines, run_cli
 from tests.support.processes import free_port
 
@@ -76,9 +76,7 @@ def test_a_database_that_refuses_the_login_is_one_line_with_its_reason(database_
     assert 'database "no_such_database" does not exist' in _the_one_line(result)
 
 
-@pytest.mark.skipif(
-    shutil.which("pgbouncer") is None, reason="needs PgBouncer (apt-get install pgbouncer; .ci/run does)"
-)
+@pytest.mark.skipif(not pgbouncer_module.INSTALLED, reason="needs pgbouncer (.ci/run installs it)")
 def test_a_pooler_refusing_the_database_is_one_line_naming_the_pooler(pgbouncer, tmp_path):
     result = run_cli(["seed", "--rows", "10"], tmp_path, environment={"DATABASE_URL": pgbouncer.url("elsewhere")})
     assert result.returncode == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.support.processes import free_port
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+INSTALLED = Path(PGBOUNCER).exists()
 # PgBouncer refuses to run as root.
 UNPRIVILEGED_USER = "nobody"
 
