@@ -127,13 +127,15 @@ class EmbeddedPostgres:
 
     # --- let go --------------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Let go; the last owner out stops the server. Safe to call twice, and after the server crashed."""
+    def stop(self) -> bool:
+        """Let go; the last owner out stops the server. True when this call stopped it (False: not started
+        here, or other processes still use it). Safe to call twice, and after the server crashed."""
         if self._owner_fd is None:
-            return
+            return False
         atexit.unregister(self.stop)
         start_fd = open_lock(self.files.start)
         probe_fd = open_lock(self.files.owners)
+        stopped = False
         try:
             got_start = lock(start_fd, fcntl.LOCK_EX, self.start_seconds)
             # Closed, not unlocked: a forked child that shares the descriptor stays an owner until it exits.
@@ -143,13 +145,16 @@ class EmbeddedPostgres:
             # A short wait, not a single try: the watchdog, woken as our lock went, holds the lock for an instant.
             if got_start and lock(probe_fd, fcntl.LOCK_EX, LAST_OWNER_PROBE_SECONDS):
                 outcome = stop_server(self.pgdata)
-                log.info("embedded PostgreSQL: %s", "stopped" if outcome.startswith("stopped") else outcome)
-            # Otherwise other owners remain (or, without start.lock, the watchdog will see to it).
+                stopped = outcome.startswith("stopped")
+                log.info("embedded PostgreSQL in %s: %s", self.pgdata, "stopped" if stopped else outcome)
+            else:
+                log.info("embedded PostgreSQL in %s: still in use by another process, left running", self.pgdata)
         finally:
             os.close(probe_fd)
             os.close(start_fd)
         if self._watchdog is not None and self._watchdog.poll() is not None:
             self._watchdog = None  # it stopped the server, or another watchdog was on duty: reaped
+        return stopped
 
     # --- internals -----------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ async def test_the_last_owner_to_stop_stops_the_server(embedded, tmp_path):
     server = embedded()
     assert await _answers(server.start()) == 42
     postmaster = server.postmaster_pid()
-    server.stop()
+    assert server.stop() is True
     assert postmaster is not None and not alive(postmaster)
     await _all_gone(tmp_path)
 
@@ -62,9 +62,9 @@ async def test_a_second_owner_joins_and_the_server_runs_until_both_have_stopped(
     postmaster = first.postmaster_pid()
     assert await _answers(second.start()) == 42
     assert second.postmaster_pid() == postmaster
-    first.stop()
+    assert first.stop() is False
     assert await _answers(second.url) == 42
-    second.stop()
+    assert second.stop() is True
     assert postmaster is not None and not alive(postmaster)
 
 
@@ -117,7 +117,7 @@ async def test_the_server_crashing_under_its_owner_leaves_a_clean_stop_and_a_wor
     assert crashed is not None
     os.kill(crashed, signal.SIGKILL)
     await wait_until(lambda: not alive(crashed), GONE_WITHIN, "the postmaster died")
-    server.stop()  # nothing to stop, no error
+    assert server.stop() is False  # nothing to stop, and no error
     again = embedded()
     assert await _answers(again.start()) == 42
     assert again.postmaster_pid() not in (None, crashed)
