@@ -2,7 +2,9 @@
 
 import sys
 
-from streaming_api.cli import main
-
 if __name__ == "__main__":
+    try:
+        from streaming_api.cli import main
+    except KeyboardInterrupt:  # Ctrl+C while Python loads the package: an interruption, not a traceback
+        sys.exit(130)
     sys.exit(main())

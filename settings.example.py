@@ -1,6 +1,7 @@
 # streaming_api settings. Copy to settings.py (git-ignored) and change what you need.
 # Precedence: these defaults < settings.py < environment (STREAMING_API_<NAME>, and plain DATABASE_URL).
-# A bad value stops start-up with a message naming the setting.
+# A bad value, an unknown UPPER_CASE name or a line that fails to run stops start-up with one line naming
+# it; a lowercase name that looks like a setting (port = 9000) is ignored with a warning naming PORT.
 
 # Address to bind. 127.0.0.1 keeps the service on this machine; serving beyond it takes --host.
 HOST = "127.0.0.1"

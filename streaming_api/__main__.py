@@ -2,6 +2,9 @@
 
 import sys
 
-from streaming_api.cli import main
+try:
+    from streaming_api.cli import main
+except KeyboardInterrupt:  # Ctrl+C while Python loads the package: an interruption, not a traceback
+    sys.exit(130)
 
 sys.exit(main())

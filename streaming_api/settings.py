@@ -4,12 +4,15 @@ No aiohttp here: the command line, the benchmark and the web app all read the sa
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import ipaddress
 import os
 import re
+import traceback
 import types
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -26,7 +29,14 @@ _ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 class SettingsError(ValueError):
-    """A setting has a bad value; the message names the setting."""
+    """A setting has a bad value, or settings.py cannot be run; the message names the setting or the line."""
+
+
+class SettingsWarning(UserWarning):
+    """A name that looks meant as a setting but is not one (a misspelt variable, a lowercase name)."""
+
+
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -221,44 +231,91 @@ def _validate(s: Settings) -> None:
             raise bad("cors_origins", f"{origin!r} is not '*' or scheme://host[:port]")
 
 
+def _closest(name: str) -> str | None:
+    """The setting `name` was most likely meant to be (lower case), or None."""
+    found = difflib.get_close_matches(name.lower(), [f.name for f in fields(Settings)], n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _did_you_mean(name: str, spell: Callable[[str], str]) -> str:
+    closest = _closest(name)
+    return f" (did you mean {spell(closest)}?)" if closest else ""
+
+
 def build(values: Mapping[str, Any]) -> Settings:
     """Settings from a mapping of raw values (unknown names are an error), validated."""
     hints = _hints()
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SettingsError(f"unknown setting {unknown[0]}")
+        raise SettingsError(f"unknown setting {unknown[0]}{_did_you_mean(unknown[0], str)}")
     settings = Settings(**{name: _coerce(name, hints[name], raw) for name, raw in values.items()})
     _validate(settings)
     return settings
 
 
-def _from_module(path: Path) -> dict[str, Any]:
+def _run_module(path: Path) -> types.ModuleType:
+    """settings.py, run; a file that fails to run is a SettingsError naming its line."""
     spec = importlib.util.spec_from_file_location("_streaming_api_local_settings", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise SettingsError(f"{path}, line {exc.lineno}: {exc.msg} (a Python syntax error)") from None
+    except Exception as exc:
+        lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == str(path)]
+        where = f", line {lines[-1]}" if lines else ""
+        raise SettingsError(f"{path}{where}: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _from_module(path: Path, warn: Warn) -> dict[str, Any]:
+    module = _run_module(path)
     known = {f.name.upper(): f.name for f in fields(Settings)}
     values = {}
-    for attr in dir(module):
-        if attr.isupper() and not attr.startswith("_"):
+    for attr, value in vars(module).items():
+        if attr.startswith("_") or isinstance(value, types.ModuleType | types.FunctionType | type):
+            continue
+        if attr.isupper():
             if attr not in known:
-                raise SettingsError(f"unknown setting {attr} in {path}")
-            values[known[attr]] = getattr(module, attr)
+                raise SettingsError(f"unknown setting {attr} in {path}{_did_you_mean(attr, str.upper)}")
+            values[known[attr]] = value
+        elif (closest := _closest(attr)) is not None:
+            # Lower- or mixed-case names are helpers, unless they look like a setting: then say it is ignored.
+            warn(f"{attr} in {path} is ignored: settings are UPPER_CASE (did you mean {closest.upper()}?)")
     return values
+
+
+def _warn_about_unknown_variables(environ: Mapping[str, str], warn: Warn) -> None:
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            hint = _did_you_mean(name[len(ENV_PREFIX) :], lambda n: ENV_PREFIX + n.upper())
+            warn(f"environment variable {name} is not a setting and is ignored{hint}")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SettingsWarning, stacklevel=3)
 
 
 def load(
     settings_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    on_warning: Warn | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Defaults, then settings.py (UPPER_CASE names), then the environment, then explicit overrides."""
+    """Defaults, then settings.py (UPPER_CASE names), then the environment, then explicit overrides.
+
+    A name that looks meant as a setting but is not one is reported to on_warning (default: warnings.warn)."""
+    warn = on_warning or _warn
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     path = settings_file if settings_file is not None else PROJECT_ROOT / "settings.py"
     if path.exists():
-        values.update(_from_module(path))
+        values.update(_from_module(path, warn))
+    _warn_about_unknown_variables(environ, warn)
     for f in fields(Settings):
         env_name = ENV_PREFIX + f.name.upper()
         if env_name in environ:

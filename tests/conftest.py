@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -124,3 +125,15 @@ async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
     yield make
     for relay in relays:
         await relay.close()
+
+
+@pytest.fixture
+def strict_pgbouncer(database_url: str, tmp_path: Path) -> Iterator[PgBouncer]:
+    """A PgBouncer that knows only the session's own database (any other name is its own error)."""
+    if not pgbouncer_support.available():
+        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's package)")
+    bouncer = PgBouncer(database_url, tmp_path, databases=(urlsplit(database_url).path.lstrip("/"),)).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

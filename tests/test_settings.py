@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streaming_api import settings as settings_module
-from streaming_api.settings import Settings, SettingsError
+from streaming_api.settings import Settings, SettingsError, SettingsWarning
 from streaming_api.tokens import load_keys, mint_token, verify
 
 
@@ -159,3 +159,43 @@ def test_each_data_directory_gets_its_own_secret(tmp_path):
     one = load_keys(settings_module.build({"data_dir": str(tmp_path / "one")}))
     two = load_keys(settings_module.build({"data_dir": str(tmp_path / "two")}))
     assert one.verify_key != two.verify_key
+
+
+# --- names that look meant as settings but are not ------------------------------------------------
+
+
+def test_a_misspelt_environment_variable_warns_naming_the_closest_setting(no_file):
+    warned: list[str] = []
+    settings_module.load(settings_file=no_file, environ={"STREAMING_API_PAGESIZE": "5"}, on_warning=warned.append)
+    assert warned == [
+        "environment variable STREAMING_API_PAGESIZE is not a setting and is ignored "
+        "(did you mean STREAMING_API_PAGE_SIZE?)"
+    ]
+
+
+def test_a_lowercase_setting_name_in_settings_file_warns_naming_the_setting(tmp_path):
+    path = tmp_path / "settings.py"
+    path.write_text("import os\nport = 9000\nhelper_value = 3\n")
+    warned: list[str] = []
+    loaded = settings_module.load(settings_file=path, environ={}, on_warning=warned.append)
+    assert loaded.port == Settings().port
+    assert warned == [f"port in {path} is ignored: settings are UPPER_CASE (did you mean PORT?)"]
+
+
+def test_without_a_warning_callback_a_settings_warning_is_issued(no_file):
+    with pytest.warns(SettingsWarning, match="STREAMING_API_POTR"):
+        settings_module.load(settings_file=no_file, environ={"STREAMING_API_POTR": "1"})
+
+
+def test_an_unknown_name_in_settings_file_is_rejected_naming_the_closest_setting(tmp_path):
+    path = tmp_path / "settings.py"
+    path.write_text("PAGESIZE = 100\n")
+    with pytest.raises(SettingsError, match=r"did you mean PAGE_SIZE\?"):
+        settings_module.load(settings_file=path, environ={})
+
+
+def test_a_settings_file_that_fails_to_run_raises_naming_its_line(tmp_path):
+    path = tmp_path / "settings.py"
+    path.write_text("ROWS = 10\nPORT = int('eighty')\n")
+    with pytest.raises(SettingsError, match=r"line 2: ValueError"):
+        settings_module.load(settings_file=path, environ={})

@@ -67,7 +67,8 @@ def rows_panel(ax: Any, runs: dict[str, dict[str, Any]], floor: dict[str, Any] |
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    if ax.get_legend_handles_labels()[0]:  # nothing verified, nothing drawn
+        ax.legend(loc="upper left")
 
 
 def memory_panel(ax: Any, runs: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> None:
@@ -97,7 +98,8 @@ def memory_panel(ax: Any, runs: dict[str, dict[str, Any]], floor: dict[str, Any]
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9, title="dotted: the freshly started server", title_fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # against --url there is no memory series to label
+        ax.legend(loc="upper left", fontsize=9, title="dotted: the freshly started server", title_fontsize=8)
 
 
 def levels_panel(ax: Any, summaries: dict[str, dict[str, Any]]) -> None:

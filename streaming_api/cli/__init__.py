@@ -1,6 +1,8 @@
 """The command line: serve (default) | seed | token | fetch | bench, one module per subcommand.
 
-The only package that may import every other one: it wires the deliverables together.
+The only package that may import every other one: it wires the deliverables together. The subcommands
+are imported inside main(), so that Ctrl+C while they load (aiohttp, asyncpg...) is an interruption
+(exit 130), not a traceback.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from .. import settings as settings_module
-from ..settings import SettingsError
-from . import bench, fetch, seed, serve, token
+from ..settings import Settings
 
-SUBCOMMANDS = {"serve": serve, "seed": seed, "token": token, "fetch": fetch, "bench": bench}
+EXIT_INTERRUPTED = 130
+NAMES = ("serve", "seed", "token", "fetch", "bench")
 
 
 def _program() -> str:
@@ -27,6 +30,12 @@ def _program() -> str:
     return "streaming-api"
 
 
+def subcommands() -> dict[str, ModuleType]:
+    from . import bench, fetch, seed, serve, token
+
+    return {"serve": serve, "seed": seed, "token": token, "fetch": fetch, "bench": bench}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_program(),
@@ -35,25 +44,42 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings: settings.py beside run.py (see settings.example.py), overridden by "
         "STREAMING_API_<NAME> environment variables and DATABASE_URL.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    for module in SUBCOMMANDS.values():
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(NAMES) + "}")
+    for module in subcommands().values():
         module.add_parser(sub)
     return parser
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
-        args_list.insert(0, "serve")
-    args = build_parser().parse_args(args_list)
+    """Run one subcommand; its exit code. A foreseen failure is one line on stderr (see failures.py)."""
+    settings: Settings | None = None
     try:
+        from .failures import StartupFailure, describe
+        from .signals import Stopped
+
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+            args_list.insert(0, "serve")
+        args = build_parser().parse_args(args_list)
         overrides = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
-        settings = settings_module.load(**overrides)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    serve.setup_logging(settings)
-    try:
-        return SUBCOMMANDS[args.command].run(settings, args)
+        try:
+            settings = settings_module.load(on_warning=_warn, **overrides)
+            subcommands()["serve"].setup_logging(settings)
+            return subcommands()[args.command].run(settings, args)
+        except KeyboardInterrupt:
+            raise
+        except Stopped as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except Exception as exc:
+            failure = exc if isinstance(exc, StartupFailure) else describe(exc, settings)
+            if failure is None:
+                raise
+            print(f"error: {failure.message}", file=sys.stderr)
+            return failure.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

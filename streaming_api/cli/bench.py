@@ -9,16 +9,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from ..bench.estimate import describe_duration, estimate_seconds
 from ..bench.report import render
-from ..bench.results import Options, RunResult
+from ..bench.results import DEFAULT_ROWS, Options, RunResult
 from ..bench.runner import run_bench
 from ..bench.stats import document, write_json
 from ..bench.wire import Received, Target
 from ..export.formats import FORMATS
 from ..settings import Settings
-from .args import names, positive_list
+from .args import names, positive, positive_list
 from .console import StatusLine, rows_bar
+from .signals import Stopped
+from .signals import run as run_stoppable
 
 ENDPOINTS = ("standard", "chunked")
 TICK_SECONDS = 0.25
@@ -76,12 +80,25 @@ class BenchConsole:
         self.line.clear()
 
 
+# The default: about a minute on two cores, and still the whole point (first rows long before /standard's
+# first byte, flat memory against /standard's growth, the ratio to PostgreSQL's own COPY).
+QUICK = {"formats": ("ndjson",), "concurrency": (1, 8), "repeat": 3}
+# --full: every format at 1, 8 and 32 clients (docs/results.md's run A: 13 minutes on two cores).
+FULL = {"formats": ("ndjson", "csv", "json"), "concurrency": (1, 8, 32), "repeat": 5}
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
         help="compare /standard and /chunked against PostgreSQL's own export speed",
         description="Time /standard and /chunked side by side (client and server figures, memory, "
-        "concurrency) against COPY of the same rows, verify every body, print a table.",
+        "concurrency) against COPY of the same rows, verify every body, print a table. By default a run of "
+        "about a minute on two cores (NDJSON, 1 and 8 clients, 3 runs each); --full runs the whole matrix.",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every format (ndjson,csv,json) at 1, 8 and 32 clients, 5 runs each: about 13 minutes on two cores",
     )
     parser.add_argument(
         "--url",
@@ -99,18 +116,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="rows per request, comma-separated for several sizes (default 500000); the bench's own database "
         "is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
     )
-    parser.add_argument("--repeat", type=int, default=5, help="measured runs per level, after one warm-up (default 5)")
+    parser.add_argument(
+        "--repeat", type=positive, help="measured runs per level, after one warm-up (default 3; 5 with --full)"
+    )
     parser.add_argument(
         "--concurrency",
         type=positive_list,
-        default=(1, 8, 32),
-        help="clients started together, comma-separated levels (default 1,8,32)",
+        help="clients started together, comma-separated levels (default 1,8; 1,8,32 with --full)",
     )
     parser.add_argument(
         "--formats",
         type=names(tuple(FORMATS)),
-        default=("ndjson", "csv", "json"),
-        help="comma-separated, from ndjson,csv,json,text (default ndjson,csv,json)",
+        help="comma-separated, from ndjson,csv,json,text (default ndjson; ndjson,csv,json with --full)",
     )
     parser.add_argument(
         "--endpoints", type=names(ENDPOINTS), default=ENDPOINTS, help="comma-separated (default standard,chunked)"
@@ -120,12 +137,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="while more than one client runs, GET /healthz every 10 ms and report its latency (p50, p99, max)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every raw figure, and the machine, here")
-    parser.add_argument("--plot", type=Path, metavar="PATH.png", help="draw the three-panel comparison here")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="every raw figure, and the machine (default: <data dir>/bench.json)"
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="PATH.png", help="the three-panel comparison (default: <data dir>/bench.png)"
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="where the bench's own embedded database lives (default: <data_dir setting>/bench)",
+        help="where the bench's own embedded database, its server's log and its outputs go "
+        "(default: <data_dir setting>/bench)",
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds one run (all its clients) may take (default 900)"
@@ -133,10 +155,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress display, only the table")
 
 
+def plan(args: argparse.Namespace) -> dict[str, Any]:
+    """formats, concurrency and repeat: as given, else from --full or the quick default."""
+    preset = FULL if args.full else QUICK
+    return {name: getattr(args, name) if getattr(args, name) is not None else preset[name] for name in preset}
+
+
+def outputs(args: argparse.Namespace, data_path: Path) -> tuple[Path, Path]:
+    """Where the JSON and the plot go: as given, else into the bench's data directory (never over docs/)."""
+    return (args.json or data_path / "bench.json", args.plot or data_path / "bench.png")
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    if args.repeat < 1:
-        print("error: --repeat must be at least 1", file=sys.stderr)
-        return 2
     if args.url is None and (args.token or args.database_url):
         print("error: --token and --database-url go with --url", file=sys.stderr)
         return 2
@@ -146,19 +176,28 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    chosen = plan(args)
     options = Options(
         url=args.url,
         token=args.token,
         database_url=args.database_url or (settings.database_url if args.url else None),
         rows=args.rows,
-        repeat=args.repeat,
-        concurrency=tuple(sorted(args.concurrency)),
-        formats=args.formats,
+        repeat=chosen["repeat"],
+        concurrency=tuple(sorted(chosen["concurrency"])),
+        formats=chosen["formats"],
         endpoints=args.endpoints,
         healthz_probe=args.healthz_probe,
         data_dir=args.data_dir,
         timeout=args.timeout,
     )
+    json_path, plot_path = outputs(args, (args.data_dir or settings.data_path / "bench").resolve())
+    if not args.quiet:
+        print(
+            f"bench: {describe_plan(options)}: {describe_duration(estimate_seconds(options))} on two cores"
+            f"{'' if args.full else ' (--full: the whole matrix)'}",
+            file=sys.stderr,
+            flush=True,
+        )
     progress = BenchConsole(quiet=args.quiet)
 
     async def bench() -> dict:
@@ -167,17 +206,32 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await progress.aclose()
 
-    doc = asyncio.run(bench())
+    try:
+        doc = run_stoppable(bench())
+    except Stopped as exc:
+        print(f"bench: {exc}; its server and database are stopped", file=sys.stderr)
+        return exc.exit_code
     print(render(doc), flush=True)
-    if args.json:
-        write_json(doc, args.json)
-        print(f"\nEvery figure: {args.json}")
-    if args.plot:
+    write_json(doc, json_path)
+    print(f"\nEvery figure: {json_path}")
+    try:
         from ..bench.plot import plot
-
-        plot(doc, args.plot)
-        print(f"Plot: {args.plot}")
+    except ImportError:
+        print("Plot: skipped (matplotlib is not installed: pip install -e '.[bench]')")
+    else:
+        plot(doc, plot_path)
+        print(f"Plot: {plot_path}")
     if not doc["ok"]:
         print(f"\nbench: {len(doc['failures'])} response(s) FAILED verification (see above)", file=sys.stderr)
         return 1
     return 0
+
+
+def describe_plan(options: Options) -> str:
+    rows = ", ".join(f"{r:,}" for r in options.rows) if options.rows else f"{DEFAULT_ROWS:,}"
+    levels = ", ".join(str(c) for c in options.concurrency)
+    return (
+        f"{' and '.join(options.endpoints)} × {', '.join(options.formats)} × {rows} rows, "
+        f"{levels} client{'s' if options.concurrency != (1,) else ''}, {options.repeat} run"
+        f"{'s' if options.repeat != 1 else ''} each"
+    )

@@ -1,18 +1,45 @@
 """The one progress display every subcommand uses: a status line redrawn in place on a terminal.
 
 seed shows a bar, fetch its rows and MB, bench its stages and runs; all through StatusLine. Off a
-terminal it draws nothing (a log or a pipe gets only the lines printed for good).
+terminal it draws nothing (a log or a pipe gets only the lines printed for good). While a line is drawn,
+a log record written to the same stream clears it first, so a log line never lands in its middle (the
+next redraw puts the status back).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import TextIO
 
 REDRAW_SECONDS = 0.1
 BAR_WIDTH = 30
+
+
+class _ClearBeforeLogging(logging.Filter):
+    """On the log handlers that write where status lines are drawn: clear those lines before each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: weakref.WeakSet[StatusLine] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for line in list(self.lines):
+            line.clear()
+        return True
+
+
+_CLEAR_BEFORE_LOGGING = _ClearBeforeLogging()
+
+
+def _keep_logs_off(line: StatusLine) -> None:
+    _CLEAR_BEFORE_LOGGING.lines.add(line)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "stream", None) is line.stream and _CLEAR_BEFORE_LOGGING not in handler.filters:
+            handler.addFilter(_CLEAR_BEFORE_LOGGING)
 
 
 class StatusLine:
@@ -30,6 +57,7 @@ class StatusLine:
         if throttle and now - self._drawn_at < REDRAW_SECONDS:
             return
         self._drawn_at = now
+        _keep_logs_off(self)
         self.stream.write("\r" + text.ljust(self._width))
         self._width = len(text)
         self.stream.flush()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -18,6 +18,8 @@ from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from .args import non_negative, positive
 from .console import StatusLine, transfer_text
+from .signals import Stopped
+from .signals import run as run_stoppable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,17 +85,31 @@ def endpoint_url(url: str) -> str:
     return str(parsed.with_path("/chunked")) if parsed.path in ("", "/") else url
 
 
+@dataclass
+class Transferred:
+    """What has arrived so far (for the line an interrupted download prints)."""
+
+    rows: int = 0
+    bytes: int = 0
+
+
 async def download_with_progress(
-    url: str, token: str, args: argparse.Namespace, messages: TextIO | None = None
+    url: str,
+    token: str,
+    args: argparse.Namespace,
+    messages: TextIO | None = None,
+    transferred: Transferred | None = None,
 ) -> FetchResult:
     """The download with its progress line on a terminal, and a line per retry, on `messages` (stderr)."""
     line = StatusLine(messages)
     started = time.perf_counter()
+    so_far = transferred or Transferred()
 
     def on_retry(event: Retry) -> None:
         line.print(f"fetch: {event}")
 
     def on_progress(rows: int, nbytes: int) -> None:
+        so_far.rows, so_far.bytes = rows, nbytes
         line.show(transfer_text(rows, nbytes, time.perf_counter() - started), throttle=True)
 
     try:
@@ -128,8 +144,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.resolve().parent.is_dir():
         print(f"fetch: no such directory for --out: {args.out.resolve().parent}", file=sys.stderr)
         return EXIT_USAGE
+    so_far = Transferred()
     try:
-        result = asyncio.run(download_with_progress(url, token, args))
+        result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))
+    except (KeyboardInterrupt, Stopped) as exc:
+        if args.out is not None:
+            kept = f"{args.out} not written (a download is moved into place only when complete)"
+        else:
+            kept = "what went to stdout is incomplete"
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        print(f"fetch: {how} after {so_far.rows:,} rows ({so_far.bytes / 1e6:.1f} MB): {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exc.exit_code
     except Unauthorized as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_UNAUTHORIZED

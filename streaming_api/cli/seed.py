@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from ..db.database import Database
 from ..settings import Settings
-from .args import non_negative
+from .args import positive
 from .console import StatusLine, rows_bar
+from .failures import EXIT_CONFIGURATION, StartupFailure
+from .signals import run as run_stoppable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="(re)load the points table with COPY",
         description="Create the points table if missing and load it so that it holds exactly rows 1..N. Idempotent.",
     )
-    seed.add_argument("--rows", type=non_negative, help="number of rows (default: the rows setting, 500,000)")
+    seed.add_argument("--rows", type=positive, help="number of rows, 1 or more (default: the rows setting, 500,000)")
 
 
 async def _seed(settings: Settings, rows: int) -> float:
@@ -27,6 +28,9 @@ async def _seed(settings: Settings, rows: int) -> float:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     rows = settings.rows if args.rows is None else args.rows
-    seconds = asyncio.run(_seed(settings, rows))
+    if rows < 1:
+        # Loading "exactly rows 1..0" would silently empty the table.
+        raise StartupFailure("nothing to load: the rows setting is 0; give --rows N (1 or more)", EXIT_CONFIGURATION)
+    seconds = run_stoppable(_seed(settings, rows))
     print(f"points holds rows 1..{rows:,} (loaded in {seconds:.1f} s)")
     return 0

@@ -14,8 +14,8 @@ from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from ..web import logfilters
 from ..web.app import create_app
-from ..web.connections import GuardedAppRunner, raise_open_file_limit
-from ..web.keys import DATABASE, ROWS
+from ..web.connections import GuardedAppRunner, listening_socket, raise_open_file_limit
+from ..web.keys import DATABASE, DATABASE_STATE, ROWS
 from ..web.middleware.shutdown import CANCELLED_GRACE_SECONDS
 from .console import StatusLine, rows_bar
 
@@ -112,11 +112,13 @@ async def serve(settings: Settings) -> None:
                 main.cancel()  # still starting (seeding, say): stop that at once
 
     started = asyncio.Event()
+    # The port first: a port in use is a one-line error at once, not after the database has started.
+    sock = listening_socket(settings.host, settings.port)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop, signum)
     try:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.SockSite(runner, sock).start()
         started.set()
         keys = load_keys(settings)
         token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
@@ -129,5 +131,6 @@ async def serve(settings: Settings) -> None:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         await runner.cleanup()
-    database = app.get(DATABASE)
-    print(f"streaming_api: stopped{f' ({database} stopped too)' if database and 'embedded' in database else ''}")
+        sock.close()
+    also = f"; so is the {app[DATABASE]}" if app[DATABASE_STATE].stopped else ""
+    print(f"streaming_api: stopped{also}", flush=True)

@@ -69,9 +69,11 @@ class Database:
             self.url = await asyncio.to_thread(self._embedded.start)
         return self.url
 
-    async def stop(self) -> None:
-        if self._embedded is not None:
-            await asyncio.to_thread(self._embedded.stop)
+    async def stop(self) -> bool:
+        """Let go of the database; True when that stopped the embedded server (the last process using it)."""
+        if self._embedded is None:
+            return False
+        return await asyncio.to_thread(self._embedded.stop)
 
     async def __aenter__(self) -> Database:
         await self.start()

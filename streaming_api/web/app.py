@@ -12,9 +12,22 @@ from ..db.pool import close_pool, create_pool
 from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import load_keys
-from . import browser, handlers
+from . import browser, handlers, logfilters
 from .guards import StandardSlots
-from .keys import DATABASE, KEYS, LANES, METRICS, OBSERVER, POOL, QUERIES, ROWS, SETTINGS, STANDARD_SLOTS
+from .keys import (
+    DATABASE,
+    DATABASE_STATE,
+    KEYS,
+    LANES,
+    METRICS,
+    OBSERVER,
+    POOL,
+    QUERIES,
+    ROWS,
+    SETTINGS,
+    STANDARD_SLOTS,
+    DatabaseState,
+)
 from .metrics import Metrics
 from .middleware import cors, security, shutdown
 from .middleware.auth import jwt_middleware, requires_token
@@ -31,7 +44,9 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
     async def database(app: web.Application) -> AsyncIterator[None]:
         """The database to use (started if embedded, seeded when empty), and the pool, for the app's lifetime."""
         settings = app[SETTINGS]
-        async with Database(settings) as db:
+        db = Database(settings)
+        await db.start()
+        try:
             app[ROWS] = (await db.ensure_rows(settings.rows, "empty", seed_progress)).rows
             app[DATABASE] = db.description
             assert db.url is not None
@@ -44,6 +59,8 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
                 yield
             finally:
                 await close_pool(connected.pool)
+        finally:
+            app[DATABASE_STATE].stopped = await db.stop()
 
     return database
 
@@ -64,7 +81,10 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
         middlewares=[shutdown.in_flight_middleware, timing_middleware, error_middleware, jwt_middleware],
         handler_args={"max_field_size": MAX_HEADER_FIELD_BYTES},
     )
+    # However the app is run (run_app, AppRunner, a test server), aiohttp's own request logs keep no credential.
+    logfilters.redact_credentials()
     app[SETTINGS] = settings
+    app[DATABASE_STATE] = DatabaseState()
     app[KEYS] = load_keys(settings)
     app[QUERIES] = PageQueries()
     app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from collections import OrderedDict
 from typing import Any
 
@@ -183,6 +184,27 @@ class GuardedAppRunner(web.AppRunner):
     async def _make_server(self) -> Any:
         self.guard = GuardedServer(await super()._make_server(), *self._guard)
         return self.guard
+
+
+def listening_socket(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """A TCP socket bound to host:port and listening (clients that come before the app is ready wait in the
+    backlog). OSError (EADDRINUSE...) comes from here, before anything else has started."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # "::" serves IPv4 too, as aiohttp's own sites do.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def raise_open_file_limit() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
@@ -15,6 +16,15 @@ from .guards import StandardSlots
 from .metrics import Metrics
 from .timing import RequestObserver, RequestTiming
 
+
+@dataclass
+class DatabaseState:
+    """What the app's database did that outlives its start-up (the app's own keys are frozen by then)."""
+
+    # Letting go of the database stopped the embedded server (this app was the last to use it).
+    stopped: bool = False
+
+
 SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("jwt_keys", Keys)
 # Set by the database cleanup context once the pool is open.
@@ -23,6 +33,7 @@ LANES = web.AppKey("lanes", Lanes)
 # Rows in the points table at start-up, and where they live (for the banner).
 ROWS = web.AppKey("rows", int)
 DATABASE = web.AppKey("database", str)
+DATABASE_STATE = web.AppKey("database_state", DatabaseState)
 QUERIES = web.AppKey("page_queries", PageQueries)
 STANDARD_SLOTS = web.AppKey("standard_slots", StandardSlots)
 # The tasks serving requests right now, so shutdown can wait for them or cancel them.

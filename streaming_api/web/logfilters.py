@@ -8,6 +8,8 @@ import logging
 import asyncpg
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .middleware.timing import redact_text
+
 
 def _one_line(record: logging.LogRecord, exc: BaseException, reason: str) -> None:
     record.msg = f"{record.getMessage()}: {reason}"
@@ -52,6 +54,30 @@ class LostConnectionFutureToOneLine(logging.Filter):
             _one_line(record, exc, f"{type(exc).__name__}: {exc}")
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+class RedactCredentials(logging.Filter):
+    """A log line that quotes a request target (aiohttp's own access log, where a runner turns it on) keeps
+    no credential: a ?token=... or any other credential-looking parameter, and any JWT, become [redacted]."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+# aiohttp's loggers that may quote a request's target.
+REQUEST_LOGGERS = ("aiohttp.access", "aiohttp.server", "aiohttp.web")
+
+
+def redact_credentials() -> None:
+    """Add RedactCredentials to aiohttp's loggers once (create_app calls this: every runner of the app gets it)."""
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())
 
 
 FILTERS: tuple[tuple[str, type[logging.Filter]], ...] = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,11 +16,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from streaming_api.cli import main
+from streaming_api.bench.estimate import estimate_seconds
+from streaming_api.bench.results import Options
+from streaming_api.cli import build_parser, main
+from streaming_api.cli.bench import outputs, plan
 from streaming_api.settings import PROJECT_ROOT, Settings
 from streaming_api.web.app import create_app
 from tests.support.bodies import ENDPOINTS
 from tests.support.pg import ROWS
+from tests.support.processes import processes_mentioning
+from tests.support.waiting import wait_until
 
 BENCH_ROWS = 5000
 FORMATS = ("ndjson", "csv", "json")
@@ -53,6 +59,8 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
             "1",
             "--concurrency",
             "1,4",
+            "--formats",
+            ",".join(FORMATS),
             "--healthz-probe",
             "--data-dir",
             str(tmp / "data"),
@@ -73,6 +81,12 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
 
 def _measured(doc: dict) -> list[dict]:
     return [run for group in doc["groups"] for run in group["runs"] if not run["warmup"]]
+
+
+def test_bench_says_what_it_will_run_and_how_long_that_takes_before_it_starts(bench_run):
+    first = bench_run.stderr.splitlines()[0]
+    assert first.startswith("bench: standard and chunked × ndjson, csv, json × 5,000 rows, 1, 4 clients, 1 run each:")
+    assert "about" in first and "on two cores" in first
 
 
 def test_bench_exits_zero_and_prints_the_table_with_the_floor(bench_run):
@@ -184,6 +198,57 @@ def test_bench_draws_the_plot(bench_run):
 def test_bench_leaves_no_server_or_database_running(bench_run):
     assert not (bench_run.data_dir / "postgres" / "postmaster.pid").exists()
     assert "streaming_api: serving" in (bench_run.data_dir / "server.log").read_text()
+
+
+def test_by_default_the_bench_runs_the_quick_plan_and_writes_its_outputs_into_its_data_dir(tmp_path):
+    args = build_parser().parse_args(["bench"])
+    assert plan(args) == {"formats": ("ndjson",), "concurrency": (1, 8), "repeat": 3}
+    assert outputs(args, tmp_path) == (tmp_path / "bench.json", tmp_path / "bench.png")
+
+
+def test_the_quick_plan_is_estimated_at_about_a_minute_and_the_full_one_at_many():
+    quick = Options(**plan(build_parser().parse_args(["bench"])))
+    full = Options(**plan(build_parser().parse_args(["bench", "--full"])))
+    assert 30 <= estimate_seconds(quick) <= 90
+    assert estimate_seconds(full) >= 10 * estimate_seconds(quick)
+
+
+def test_options_given_win_over_the_full_plan():
+    args = build_parser().parse_args(["bench", "--full", "--formats", "csv", "--repeat", "2"])
+    assert plan(args) == {"formats": ("csv",), "concurrency": (1, 8, 32), "repeat": 2}
+
+
+async def test_sigterm_stops_the_bench_with_its_server_and_database(tmp_path):
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("STREAMING_API_")}
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "run.py", "bench", "--rows", "5000", "--repeat", "50", "--data-dir", str(data_dir)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        server_log = data_dir / "server.log"
+        await wait_until(
+            lambda: server_log.exists() and "streaming_api: serving" in server_log.read_text(),
+            BENCH_TIMEOUT_SECONDS,
+            "the bench's server is serving",
+        )
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(BENCH_TIMEOUT_SECONDS):
+            _, raw_stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = raw_stderr.decode()
+    # Stopped by the bench itself on its way out (the watchdog would only get to it after the exit).
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "bench: stopped by SIGTERM; its server and database are stopped" in stderr
+    assert "Traceback" not in stderr
+    await wait_until(lambda: processes_mentioning(str(data_dir)) == [], 30, "no server, postgres or watchdog left")
 
 
 # --- against a server that is already running -------------------------------------------------------

@@ -15,7 +15,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from streaming_api.cli.fetch import EXIT_GAVE_UP, EXIT_OK, EXIT_REJECTED, EXIT_UNAUTHORIZED, download_with_progress
+from streaming_api.cli.fetch import (
+    EXIT_GAVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_UNAUTHORIZED,
+    download_with_progress,
+)
 from streaming_api.client import GaveUp
 from streaming_api.client.download import download
 from streaming_api.settings import PROJECT_ROOT
@@ -108,6 +115,20 @@ def _environment(tmp_path: Path, jwt_secret: str, **extra: str) -> dict[str, str
     return env
 
 
+async def _start_fetch(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "run.py",
+        "fetch",
+        *args,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def _run_fetch(env: dict[str, str], *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -170,6 +191,28 @@ async def test_fetch_exits_5_when_it_gives_up(make_relay, jwt_secret, tmp_path):
     assert code == EXIT_GAVE_UP
     assert "gave up" in stderr
     assert not out.exists()
+
+
+async def test_fetch_interrupted_says_how_far_it_got_and_leaves_no_file(make_relay, jwt_secret, tmp_path):
+    relay = await make_relay(cuts=[FIRST_CUT])
+    relay.hold_first_cut = True  # the download stalls mid-body, as a slow one would when Ctrl+C comes
+    out = tmp_path / "points.csv"
+    process = await _start_fetch(_environment(tmp_path, jwt_secret), "--url", relay.url("/chunked"), "--out", str(out))
+    try:
+        await _until(relay.holding)
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(PROCESS_DEADLINE_SECONDS):
+            _, stderr = await process.communicate()
+    finally:
+        relay.release.set()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == EXIT_INTERRUPTED
+    assert "Traceback" not in stderr.decode()
+    [line] = stderr.decode().splitlines()
+    assert line.startswith("fetch: interrupted after ") and f"{out} not written" in line
+    assert list(tmp_path.glob("points.csv*")) == [] and list(tmp_path.glob(".points.csv*")) == []
 
 
 # --- a server restarted while fetch runs ----------------------------------------------------------

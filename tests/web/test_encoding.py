@@ -153,4 +153,4 @@ def test_the_settings_know_every_coding_the_service_can_send():
     from streaming_api.settings import CODINGS as SETTINGS_CODINGS
     from streaming_api.web.encoding import CODINGS as SENT
 
-    assert SETTINGS_CODINGS == tuple(SENT)
+    assert tuple(SENT) == SETTINGS_CODINGS

@@ -1,20 +1,19 @@
-"""The browser page: served without a token, and driven in real headless Chromium (Debian's package).
+"""The browser page: served without a token, and driven in real headless Chromium (Debian's package) over the
+DevTools protocol (tests/support/chromium.py).
 
 The browser tests read their own schema, seeded with PAGE_ROWS rows (PAGE_TEST_ROWS overrides it),
 so /standard has real work to do before its first byte. PAGE_SCREENSHOT names where the "Run both"
 screenshot goes (default: the test's tmp dir); docs/page.png is one taken with 500,000 rows:
 
-    PAGE_TEST_ROWS=500000 PAGE_SCREENSHOT=docs/page.png .venv/bin/python -m pytest tests/test_page.py -k run_both
+    PAGE_TEST_ROWS=500000 PAGE_SCREENSHOT=docs/page.png .venv/bin/python -m pytest tests/web/test_page.py -k run_both
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,25 +22,14 @@ from aiohttp.test_utils import TestServer
 from streaming_api.db.schema import seed
 from streaming_api.settings import Settings
 from streaming_api.web.app import create_app
+from tests.support.chromium import CHROMIUM, Page, launch
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Root in a container: no sandbox; no GPU; nothing that reaches beyond 127.0.0.1.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGE_ROWS = int(os.environ.get("PAGE_TEST_ROWS", "50000"))
 PAGE_SCHEMA = "page_test"
-# Bounded waits in the browser, in milliseconds: far above what a run takes, so only a hang trips them.
-RUN_DEADLINE_MS = 300_000 if PAGE_ROWS > 100_000 else 60_000
+# Bounded waits in the browser, in seconds: far above what a run takes, so only a hang trips them.
+RUN_DEADLINE_SECONDS = 300 if PAGE_ROWS > 100_000 else 60
 in_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
-    reason=f"needs {CHROMIUM} (apt-get install chromium; .ci/run does) and the playwright package",
+    not CHROMIUM.exists(), reason=f"needs {CHROMIUM} (apt-get install chromium; .ci/run does)"
 )
 ALL_PANELS_FINISHED = """() => [...document.querySelectorAll('.panel')]
     .every((panel) => panel.dataset.state === 'done' || panel.dataset.state === 'error')"""
@@ -93,58 +81,35 @@ async def page_server(aiohttp_server, settings: Settings, page_database_url: str
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+async def page() -> AsyncIterator[Page]:
+    async with launch() as browser:
+        yield await browser.new_page(width=1360, height=1000)
 
 
-@pytest.fixture
-def page_errors() -> list[str]:
-    """Uncaught exceptions and console errors of the page (a CSP violation is one)."""
-    return []
-
-
-@pytest.fixture
-async def page(browser, page_errors: list[str]) -> AsyncIterator[Any]:
-    context = await browser.new_context(viewport={"width": 1360, "height": 1000})
-    page = await context.new_page()
-    page.on("pageerror", lambda error: page_errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and page_errors.append(message.text))
-    yield page
-    await context.close()
-
-
-async def _panels(page) -> dict[str, dict[str, str]]:
+async def _panels(page: Page) -> dict[str, dict[str, str]]:
     return await page.evaluate(
         "() => Object.fromEntries([...document.querySelectorAll('.panel')].map((p) => [p.id, {...p.dataset}]))"
     )
 
 
 @in_chromium
-async def test_run_both_receives_every_row_and_chunked_starts_first(page, page_errors, page_server, token, tmp_path):
+async def test_run_both_receives_every_row_and_chunked_starts_first(page, page_server, token, tmp_path):
     await page.goto(str(page_server.make_url(f"/#token={token}")))
     await page.click("#run-both")
-    await page.wait_for_function(ALL_PANELS_FINISHED, timeout=RUN_DEADLINE_MS)
+    await page.wait_for_function(ALL_PANELS_FINISHED, within=RUN_DEADLINE_SECONDS)
     panels = await _panels(page)
-    screenshot = Path(os.environ.get("PAGE_SCREENSHOT") or tmp_path / "page.png")
-    await page.screenshot(path=str(screenshot), full_page=True)
+    await page.screenshot(Path(os.environ.get("PAGE_SCREENSHOT") or tmp_path / "page.png"))
     assert panels["standard"]["state"] == panels["chunked"]["state"] == "done", panels
     assert int(panels["standard"]["rows"]) == int(panels["chunked"]["rows"]) == PAGE_ROWS
     assert float(panels["chunked"]["ttfbMs"]) < float(panels["standard"]["ttfbMs"])
-    assert page_errors == []
+    assert page.errors == []
 
 
 @in_chromium
 async def test_page_says_how_to_get_a_token_on_401(page, page_server):
     await page.goto(str(page_server.make_url("/#token=not.a.token")))
     await page.click("#run-both")
-    await page.wait_for_function(ALL_PANELS_FINISHED, timeout=RUN_DEADLINE_MS)
+    await page.wait_for_function(ALL_PANELS_FINISHED, within=RUN_DEADLINE_SECONDS)
     message = await page.inner_text("#message")
     assert "refused the token" in message
     assert "python run.py token" in message
@@ -153,5 +118,14 @@ async def test_page_says_how_to_get_a_token_on_401(page, page_server):
 @in_chromium
 async def test_page_moves_the_token_from_the_address_bar_to_session_storage(page, page_server, token):
     await page.goto(str(page_server.make_url(f"/#token={token}")))
-    assert "token" not in page.url
+    assert "token" not in await page.url()
     assert await page.evaluate("() => sessionStorage.getItem('streaming_api.token')") == token
+
+
+@in_chromium
+async def test_a_script_error_on_the_page_is_seen(page, page_server):
+    """The error collection the run_both test relies on is not vacuous."""
+    await page.goto(str(page_server.make_url("/")))
+    await page.evaluate("() => { setTimeout(() => { throw new Error('planted'); }); }")
+    await page.wait_for_function("() => new Promise((done) => setTimeout(() => done(true), 50))", within=10)
+    assert any("planted" in error for error in page.errors)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -13,9 +15,56 @@ from ..timing import RequestTiming
 
 access_log = logging.getLogger("streaming_api.access")
 
+MAX_TARGET_CHARS = 300
+REDACTED = "[redacted]"
+# A query parameter whose name holds one of these (case-insensitive, ignoring - and _) is a credential:
+# token, access_token, jwt, key, api_key, apikey, secret, password, passwd, auth, authorization, signature...
+CREDENTIAL_PARTS = ("token", "jwt", "key", "secret", "passw", "pwd", "auth", "signature", "credential", "session")
+CREDENTIAL_NAMES = frozenset({"sig", "code", "pass"})
+# Whatever its name: a JWT (three base64url parts, the first an encoded JSON object) or another long opaque value.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def is_credential_name(name: str) -> bool:
+    folded = re.sub(r"[^a-z0-9]", "", unquote_plus(name, errors="replace").lower())
+    return folded in CREDENTIAL_NAMES or any(part in folded for part in CREDENTIAL_PARTS)
+
+
+def loggable_target(path: str, query_string: str) -> str:
+    """The request's path and query for the log, with every credential-looking parameter's value (and any JWT
+    anywhere) replaced by [redacted]; at most MAX_TARGET_CHARS characters."""
+    items = []
+    for item in query_string.split("&") if query_string else ():
+        name, equals, _ = item.partition("=")
+        if equals and is_credential_name(name):
+            item = f"{name}={REDACTED}"
+        items.append(item)
+    target = path + ("?" + "&".join(items) if query_string else "")
+    return _JWT.sub(REDACTED, target)[:MAX_TARGET_CHARS]
+
 
 def _fmt(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:.2f}"
+
+
+_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&\s\"'#?]+)=(?P<value>[^&\s\"'#]*)")
+
+
+def redact_text(text: str) -> str:
+    """Any text that may quote a request target (aiohttp's access log line, say), credentials replaced."""
+
+    def parameter(found: re.Match[str]) -> str:
+        if not is_credential_name(found["name"]):
+            return found[0]
+        return f"{found['lead']}{found['name']}={REDACTED}"
+
+    return _JWT.sub(REDACTED, _PARAMETER.sub(parameter, text))
+
+
+def _split_target(raw_path: str) -> tuple[str, str]:
+    """The path and query as the client sent them (still percent-encoded: no decoded newline reaches the log)."""
+    path, _, query = raw_path.partition("?")
+    return path, query
 
 
 def log_request(request: web.Request, status: int, timing: RequestTiming) -> None:
@@ -25,7 +74,7 @@ def log_request(request: web.Request, status: int, timing: RequestTiming) -> Non
         "%s %s client=%s status=%s endpoint=%s format=%s encoding=%s outcome=%s rows=%d bytes=%d "
         "headers_ms=%s first_byte_ms=%s total_ms=%s db_ms=%.2f",
         request.method,
-        request.path_qs[:300],
+        loggable_target(*_split_target(request.raw_path)),
         client_address(request, request.app[SETTINGS].trusted_proxies),
         status,
         timing.endpoint or "-",

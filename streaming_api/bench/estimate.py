@@ -1,0 +1,59 @@
+"""How long a bench plan takes, roughly: printed before it starts, so nobody waits a quarter of an hour unawares.
+
+The figures are one request's time at one client on the reference machine (two cores; docs/results.md,
+run A, whose full matrix took 13 minutes), scaled by rows; clients started together share the cores.
+"""
+
+from __future__ import annotations
+
+from .results import DEFAULT_ROWS, Options
+
+# Seconds for one request of DEFAULT_ROWS rows at one client: /standard, /chunked, and the COPY floor.
+REQUEST_SECONDS = {
+    "ndjson": {"standard": 0.75, "chunked": 0.6, "floor": 0.6},
+    "json": {"standard": 0.76, "chunked": 0.6, "floor": 0.6},
+    "csv": {"standard": 0.34, "chunked": 0.4, "floor": 0.24},
+    "text": {"standard": 0.34, "chunked": 0.4, "floor": 0.24},
+}
+# Several clients together finish this many times faster than one after another (aggregate ÷ one client).
+SHARED_SPEED_UP = 1.25
+SERVER_START_SECONDS = 1.5
+# Meters, verification (one body per group parsed in full, the rest compared by hash), the display.
+PER_RUN_SECONDS = 0.5
+SEED_SECONDS = 2.0
+DATABASE_START_SECONDS = 2.0
+
+
+def estimate_seconds(options: Options) -> float:
+    """The plan's expected duration in seconds on the reference machine."""
+    owned = options.url is None
+    total = DATABASE_START_SECONDS if owned else 0.0
+    for rows in options.rows or (DEFAULT_ROWS,):
+        scale = rows / DEFAULT_ROWS
+        if owned:
+            total += SEED_SECONDS * scale
+        for fmt in options.formats:
+            times = REQUEST_SECONDS[fmt]
+            for endpoint in options.endpoints:
+                total += _group_seconds(options, times[endpoint] * scale, times["floor"] * scale, owned)
+    return total
+
+
+def _group_seconds(options: Options, request: float, floor: float, owned: bool) -> float:
+    floor_runs = (options.repeat + 1) * floor if (owned or options.database_url) else 0.0
+    seconds = (SERVER_START_SECONDS if owned else 0.0) + request + floor_runs
+    runs = 1  # the warm-up
+    for clients in options.concurrency:
+        if clients == 1:
+            seconds += options.repeat * request
+            runs += options.repeat
+        else:
+            seconds += (options.repeat + 1) * clients * request / SHARED_SPEED_UP
+            runs += options.repeat + 1
+    return seconds + runs * PER_RUN_SECONDS
+
+
+def describe_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {max(10, round(seconds / 10) * 10):.0f} s"
+    return f"about {round(seconds / 60):.0f} min"
