@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, bindparam, case, cast, func, literal, literal_column, select
+from sqlalchemy import BigInteger, Integer, Select, bindparam, case, cast, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
@@ -80,20 +80,23 @@ def plan_statement() -> Statement:
     return compile_statement(select(bounds.c.k, bounds.c.id).where(bounds.c.k > 0).order_by(bounds.c.k))
 
 
-def page_statement(columns: Callable[[Any], list[Any]]) -> Statement:
-    """The query a page's COPY exports (asyncpg's copy_from_query wraps it in COPY ... TO STDOUT):
-    PostgreSQL writes the bytes itself, the fastest export it has. Bounds: after_id < id <= last_id,
-    at most `rows` rows (rows inserted inside the range since it was planned never push it past a limit)."""
-    query = (
-        select(*columns(points))
-        .where(
+def bound_page(query: Select) -> Select:
+    """A page's bounds on a query over the points table: after_id < id <= last_id, in id order, at most
+    `rows` rows (rows inserted inside the range since it was planned never push it past a limit)."""
+    return (
+        query.where(
             points.c.id > bindparam("after_id", type_=BigInteger),
             points.c.id <= bindparam("last_id", type_=BigInteger),
         )
         .order_by(points.c.id)
         .limit(bindparam("rows", type_=BigInteger))
     )
-    return compile_statement(query)
+
+
+def page_statement(query: Callable[[Callable[[Select], Select]], Select]) -> Statement:
+    """The statement a page's COPY exports (asyncpg's copy_from_query wraps it in COPY ... TO STDOUT):
+    PostgreSQL writes the bytes itself, the fastest export it has. `query` builds it from bound_page."""
+    return compile_statement(query(bound_page))
 
 
 # Rows after after_id, counted no further than `up_to` (an index-only walk that stops early).
@@ -107,6 +110,34 @@ COUNT_UP_TO = compile_statement(
         .subquery("capped")
     )
 )
+
+
+def expected_rows_statement() -> Statement:
+    """What tells how many rows an export will carry, cheaply: the rows after after_id counted up to `up_to`
+    (an index-only walk that stops early), and for an estimate beyond that, the table's row estimate
+    (pg_class.reltuples) and its smallest and largest ids (two index lookups)."""
+    counted = (
+        select(func.count())
+        .select_from(
+            select(literal(1))
+            .select_from(points)
+            .where(points.c.id > bindparam("after_id", type_=BigInteger))
+            .order_by(points.c.id)
+            .limit(bindparam("up_to", type_=BigInteger))
+            .subquery("counted")
+        )
+        .scalar_subquery()
+    )
+    reltuples = literal_column(f"(SELECT reltuples FROM pg_class WHERE oid = '{points.name}'::regclass)")
+    return compile_statement(
+        select(
+            counted.label("counted"),
+            cast(reltuples, BigInteger).label("estimated_total"),
+            select(func.min(points.c.id)).scalar_subquery().label("min_id"),
+            select(func.max(points.c.id)).scalar_subquery().label("max_id"),
+        )
+    )
+
 
 # The ping /healthz runs: one round trip, no table.
 PING = str(select(literal_column("1")).compile(dialect=DIALECT))

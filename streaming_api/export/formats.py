@@ -2,17 +2,22 @@
 
 PostgreSQL writes every row's bytes itself with COPY, a page at a time, so no Python code runs per
 row: the service's work per page is to pass PostgreSQL's bytes on, whichever endpoint serves them.
+A format's Layout is that for one choice of columns (columns=): the page's query, COPY's options, the
+bytes before the first row and after the last, and what becomes of each page's COPY output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 
-from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column
-from sqlalchemy.sql import ColumnElement, FromClause
+from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column, select
+from sqlalchemy.sql import ColumnElement
 
 from ..columns import COLUMNS
+from ..db.schema import points
+from .layout import Layout
 
 
 def _is_number(column: ColumnElement) -> bool:
@@ -25,24 +30,18 @@ def _constant(text: str) -> ColumnElement[str]:
     return literal_column("'" + text.replace("'", "''") + "'", Text)
 
 
-def _json_line(table: FromClause) -> list[ColumnElement[str]]:
-    """One JSON object per row, keys in column order, built with || (less work for PostgreSQL than
+def _json_line(columns: tuple[str, ...]) -> ColumnElement[str]:
+    """One JSON object per row, keys in the columns' order, built with || (less work for PostgreSQL than
     row_to_json, the same bytes): numbers as their shortest-exact text (the table keeps them finite),
     text and timestamps through to_json (RFC 8259 escaping, ISO 8601)."""
-    parts: list[ColumnElement[str]] = []
-    for i, column in enumerate(table.c):
-        parts.append(_constant(("{" if i == 0 else ",") + f'"{column.name}":'))
-        parts.append(cast(column, Text) if _is_number(column) else cast(func.to_json(column), Text))
-    parts.append(_constant("}"))
-    line = parts[0]
-    for part in parts[1:]:
-        line = line + part
-    return [line]
-
-
-def _csv_columns(table: FromClause) -> list[ColumnElement]:
-    # COPY's CSV mode quotes per RFC 4180 (fields holding a quote, comma, CR or LF; quotes doubled).
-    return list(table.c)
+    line: ColumnElement[str] | None = None
+    for i, name in enumerate(columns):
+        column = points.c[name]
+        value = cast(column, Text) if _is_number(column) else cast(func.to_json(column), Text)
+        part = _constant(("{" if i == 0 else ",") + f'"{name}":') + value
+        line = part if line is None else line + part
+    assert line is not None
+    return line + _constant("}")
 
 
 # COPY in CSV mode with a quote and a delimiter that JSON text never holds raw (it escapes every control
@@ -51,46 +50,77 @@ _RAW_LINES = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
 _CSV = {"format": "csv"}
 
 
+def _comma_separated(copied: bytes, first: bool) -> bytes:
+    """JSON array items: each JSON line (none holds a raw newline) but the last ends with ",\\n"."""
+    items = copied[:-1].replace(b"\n", b",\n")
+    return items if first else b",\n" + items
+
+
+def _ndjson(columns: tuple[str, ...]) -> Layout:
+    return Layout(lambda bound: bound(select(_json_line(columns))), _RAW_LINES)
+
+
+def _json(columns: tuple[str, ...]) -> Layout:
+    return Layout(lambda bound: bound(select(_json_line(columns))), _RAW_LINES, b"[", b"]\n", _comma_separated)
+
+
+def _csv(columns: tuple[str, ...]) -> Layout:
+    # COPY's CSV mode quotes per RFC 4180 (fields holding a quote, comma, CR or LF; quotes doubled).
+    head = (",".join(columns) + "\n").encode()
+    return Layout(lambda bound: bound(select(*(points.c[name] for name in columns))), _CSV, head)
+
+
+def _arrow(columns: tuple[str, ...]) -> Layout:
+    from . import arrow  # pyarrow is an optional dependency: loaded only for the format that needs it
+
+    return arrow.layout(columns)
+
+
+def _arrow_available() -> bool:
+    try:
+        from . import arrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
     content_type: str
-    # The COPY's select list for a page (one or more columns of the table).
-    columns: Callable[[FromClause], list[ColumnElement]]
-    # COPY options (asyncpg's copy_from_query keywords): how PostgreSQL writes each row.
-    copy_options: Mapping[str, str]
-    # Before the first row and after the last (always written, even with no rows).
-    head: bytes = b""
-    tail: bytes = b""
-    # JSON array: rows are separated by ",\n" rather than terminated by "\n".
-    comma_separated: bool = False
+    # The file name's extension (points.<extension>), and the path suffix that names the format.
+    extension: str
+    make_layout: Callable[[tuple[str, ...]], Layout]
+    # Whether this installation can write it (Arrow needs pyarrow).
+    available: Callable[[], bool] = field(default=lambda: True)
 
     @property
     def charset(self) -> str | None:
         return "utf-8" if self.content_type.startswith("text/") else None
 
-    def page_bytes(self, copied: bytes, first: bool) -> bytes:
-        """A page as it goes on the wire, from PostgreSQL's COPY output for it."""
-        if not self.comma_separated:
-            return copied
-        # JSON lines hold no raw newline: each one but the last ends a row, so it can become ",\n".
-        items = copied[:-1].replace(b"\n", b",\n")
-        return items if first else b",\n" + items
+    def layout(self, columns: tuple[str, ...] = COLUMNS) -> Layout:
+        return _layout(self.name, columns)
 
-
-CSV_HEADER = (",".join(COLUMNS) + "\n").encode()
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("ndjson", "application/x-ndjson", _json_line, _RAW_LINES),
-        Format("csv", "text/csv", _csv_columns, _CSV, head=CSV_HEADER),
-        Format("json", "application/json", _json_line, _RAW_LINES, head=b"[", tail=b"]\n", comma_separated=True),
+        Format("ndjson", "application/x-ndjson", "ndjson", _ndjson),
+        Format("csv", "text/csv", "csv", _csv),
+        Format("json", "application/json", "json", _json),
         # The CSV layout under text/plain, for reading in a terminal.
-        Format("text", "text/plain", _csv_columns, _CSV, head=CSV_HEADER),
+        Format("text", "text/plain", "txt", _csv),
+        # An Arrow IPC stream: typed and columnar, read without parsing (pyarrow, polars, pandas, DuckDB).
+        Format("arrow", "application/vnd.apache.arrow.stream", "arrow", _arrow, _arrow_available),
     )
 }
 DEFAULT_FORMAT = FORMATS["ndjson"]
+BY_EXTENSION = {f.extension: f for f in FORMATS.values()}
+
+
+@lru_cache(maxsize=256)
+def _layout(name: str, columns: tuple[str, ...]) -> Layout:
+    return FORMATS[name].make_layout(columns)
 
 
 class NotAcceptable(ValueError):

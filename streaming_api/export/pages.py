@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..db.lanes import Lanes
-from ..db.statements import MAX_ID, page_statement, plan_statement
-from .formats import FORMATS, Format
+from ..db.statements import MAX_ID, Statement, expected_rows_statement, page_statement, plan_statement
+from .layout import Layout
 from .request import Export
 
 
@@ -50,14 +50,19 @@ class Chunk:
 
 
 class PageQueries:
-    """The statements an export runs, compiled once per application."""
+    """The statements an export runs, compiled once per application (a page's, once per layout used)."""
 
     def __init__(self) -> None:
         self.plan = plan_statement()
-        self._pages = {name: page_statement(f.columns) for name, f in FORMATS.items()}
+        self.expected_rows = expected_rows_statement()
+        self._pages: dict[int, Statement] = {}
 
-    def page_sql(self, fmt: Format, spec: PageSpec) -> str:
-        return self._pages[fmt.name].inline(after_id=spec.after_id, last_id=spec.last_id, rows=spec.rows)
+    def page_sql(self, layout: Layout, spec: PageSpec) -> str:
+        statement = self._pages.get(id(layout))
+        if statement is None:
+            # Layouts are cached for good (formats.layout), so their ids are never reused.
+            statement = self._pages[id(layout)] = page_statement(layout.query)
+        return statement.inline(after_id=spec.after_id, last_id=spec.last_id, rows=spec.rows)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class Planner:
 
 
 async def _fetch_page(
-    lanes: Lanes, queries: PageQueries, fmt: Format, spec: PageSpec, clock: DatabaseClock, priority: int
+    lanes: Lanes, queries: PageQueries, layout: Layout, spec: PageSpec, clock: DatabaseClock, priority: int
 ) -> Page:
     """One page: one COPY of its rows on one connection."""
     received: list[bytes] = []
@@ -191,7 +196,7 @@ async def _fetch_page(
     started = time.perf_counter()
     try:
         async with lanes.connection(priority) as conn:
-            status = await conn.copy_from_query(queries.page_sql(fmt, spec), output=keep, **fmt.copy_options)
+            status = await conn.copy_from_query(queries.page_sql(layout, spec), output=keep, **layout.copy_options)
     finally:
         clock.db_seconds += time.perf_counter() - started
     copied = int(status.rsplit(" ", 1)[-1])  # "COPY <rows>"
@@ -207,6 +212,7 @@ async def pages(
     connection is held only while its page's statement runs, never while waiting on the client.
     """
     planner = Planner(lanes, queries, export, clock)
+    layout = export.layout
     in_flight: deque[asyncio.Task[Page]] = deque()
 
     async def top_up(up_to: int, may_wait: bool) -> None:
@@ -224,7 +230,7 @@ async def pages(
                     return
             priority = Lanes.FIRST if not started_pages else Lanes.LATER
             started_pages.append(spec)
-            in_flight.append(asyncio.ensure_future(_fetch_page(lanes, queries, export.format, spec, clock, priority)))
+            in_flight.append(asyncio.ensure_future(_fetch_page(lanes, queries, layout, spec, clock, priority)))
 
     started_pages: list[PageSpec] = []
     try:
@@ -277,14 +283,14 @@ async def encoded_chunks(
     (head, page 1), (page 2), ..., (page n), (tail). The head rides on the first page, so the first
     chunk already carries rows; the tail follows as a small chunk of its own.
     """
-    fmt = export.format
+    layout = export.layout
     first = True
     # aclosing: when the consumer stops early, pages() cleans up now, not later in a task of its own.
     async with contextlib.aclosing(pages(lanes, queries, export, timing)) as page_source:
         async for page in page_source:
-            body = fmt.page_bytes(page.body, first)
-            yield Chunk(page.rows, (fmt.head, body) if first else (body,))
+            body = layout.page_bytes(page.body, first)
+            yield Chunk(page.rows, (layout.head, body) if first else (body,))
             first = False
     # Always at least one chunk (the head, for an export with no rows), so the first page is a chunk.
-    if first or fmt.tail:
-        yield Chunk(0, (fmt.head, fmt.tail) if first else (fmt.tail,))
+    if first or layout.tail:
+        yield Chunk(0, (layout.head, layout.tail) if first else (layout.tail,))

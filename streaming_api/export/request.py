@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
+from ..columns import COLUMNS
 from ..db.statements import MAX_ID
 from .formats import FORMATS, Format, negotiate
+from .layout import Layout
 
 # Plain ASCII digits only: int() would also take " 1", "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
@@ -25,15 +27,44 @@ class BadParameter(ValueError):
         self.detail = detail
 
 
+class FormatUnavailable(ValueError):
+    """The format is known but this installation cannot write it (Arrow without pyarrow)."""
+
+    def __init__(self, fmt: Format) -> None:
+        super().__init__(fmt.name)
+        self.format = fmt
+
+
 @dataclass(frozen=True)
 class Export:
     format: Format
+    # The columns each row carries, in this order (columns=); every one by default.
+    columns: tuple[str, ...] = COLUMNS
     after_id: int = 0
     limit: int | None = None
     # Rows per query; None means all of them in one query (/standard).
     page_size: int | None = None
     # A smaller first page (/chunked), so the first bytes leave sooner; None: page_size.
     first_page_size: int | None = None
+
+    @property
+    def layout(self) -> Layout:
+        return self.format.layout(self.columns)
+
+
+def _columns_param(query: Mapping[str, str]) -> tuple[str, ...]:
+    raw = query.get("columns")
+    if raw is None:
+        return COLUMNS
+    names = tuple(name.strip() for name in raw.split(","))
+    for name in names:
+        if name not in COLUMNS:
+            shown = f"{name[:40]!r}" if name else "an empty name"
+            raise BadParameter("columns", f"{shown} is not a column; the columns are {', '.join(COLUMNS)}")
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated:
+        raise BadParameter("columns", f"{repeated!r} is named twice")
+    return names
 
 
 def _int_param(query: Mapping[str, str], name: str, low: int, high: int) -> int | None:
@@ -55,10 +86,12 @@ def parse_export(
     default_page_size: int | None,
     max_page_size: int,
     first_page_size: int | None = None,
+    path_format: Format | None = None,
 ) -> Export:
     """Validate the query string; every problem is a BadParameter naming the parameter.
 
-    ?format= wins over the Accept header; only without it is Accept negotiated (NotAcceptable).
+    A format named by the path's suffix (/chunked.csv) or by ?format= wins over the Accept header (the
+    two must agree); only without either is Accept negotiated (NotAcceptable).
     """
     for name in query:
         if name not in allowed:
@@ -71,11 +104,18 @@ def parse_export(
         if name not in FORMATS:
             raise BadParameter("format", f"must be one of {', '.join(FORMATS)}, got {name[:40]!r}")
         fmt = FORMATS[name]
+    elif path_format is not None:
+        fmt = path_format
     else:
         fmt = negotiate(accept)
+    if path_format is not None and fmt is not path_format:
+        raise BadParameter("format", f"{fmt.name} contradicts the path's .{path_format.extension}")
+    if not fmt.available():
+        raise FormatUnavailable(fmt)
     page_size = _int_param(query, "page_size", 1, max_page_size) if "page_size" in allowed else None
     return Export(
         format=fmt,
+        columns=_columns_param(query),
         after_id=_int_param(query, "after_id", 0, MAX_ID) or 0,
         limit=_int_param(query, "limit", 0, MAX_ID),
         page_size=page_size or default_page_size,

@@ -9,6 +9,7 @@ from aiohttp import web
 from ..db.database import Database
 from ..db.lanes import Lanes
 from ..db.pool import close_pool, create_pool
+from ..export.formats import BY_EXTENSION
 from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import load_keys
@@ -94,6 +95,10 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
     app.cleanup_ctx.append(database_context(seed_progress))
     app.router.add_get("/standard", handlers.standard, name="standard")
     app.router.add_get("/chunked", handlers.chunked, name="chunked")
+    # The format named by the path's suffix (/chunked.csv), for tools that take a URL and nothing else.
+    extensions = "|".join(BY_EXTENSION)
+    app.router.add_get(f"/standard.{{extension:{extensions}}}", handlers.standard, name="standard.suffix")
+    app.router.add_get(f"/chunked.{{extension:{extensions}}}", handlers.chunked, name="chunked.suffix")
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     browser.add_routes(app)
     if settings.metrics_enabled:

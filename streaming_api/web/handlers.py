@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from aiohttp import ClientConnectionResetError, HttpVersion11, web
 
 from ..db.pool import DB_ERRORS
-from ..export.formats import NotAcceptable
+from ..export.count import RowCount, expected_rows
+from ..export.formats import BY_EXTENSION, NotAcceptable
 from ..export.pages import Chunk, encoded_chunks
-from ..export.request import BadParameter, Export, parse_export
+from ..export.request import BadParameter, Export, FormatUnavailable, parse_export
 from ..settings import Settings
 from . import encoding, problems
 from .guards import rows_exceed
@@ -26,6 +27,9 @@ from .middleware.auth import requires_token
 from .sending import ClientGone, ClientTooSlow, abort, send_within
 
 log = logging.getLogger(__name__)
+
+# How long the first page's headers wait for the row count (see Streamed._expected_rows).
+COUNT_WAIT_SECONDS = 0.001
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,9 @@ def _export(request: web.Request, endpoint: str) -> Export:
     timing = request[TIMING]
     timing.endpoint = endpoint
     streaming = endpoint == "chunked"
-    allowed = {"format", "limit", "after_id"} | ({"page_size"} if streaming else set())
+    allowed = {"format", "limit", "after_id", "columns"} | ({"page_size"} if streaming else set())
     accept = ",".join(request.headers.getall("Accept", [])) or None
+    extension = request.match_info.get("extension")
     try:
         export = parse_export(
             request.query,
@@ -65,11 +70,14 @@ def _export(request: web.Request, endpoint: str) -> Export:
             default_page_size=settings.page_size if streaming else None,
             max_page_size=settings.max_page_size,
             first_page_size=settings.first_page_size if streaming else None,
+            path_format=None if extension is None else BY_EXTENSION[extension],
         )
     except BadParameter as exc:
         raise problems.bad_parameter(exc) from None
     except NotAcceptable:
         raise problems.not_acceptable(accept) from None
+    except FormatUnavailable as exc:
+        raise problems.format_unavailable(exc.format) from None
     timing.format = export.format.name
     return export
 
@@ -84,12 +92,32 @@ def _content_headers(response: web.StreamResponse, reply: Reply) -> None:
     response.headers.add("Vary", "Accept-Encoding")
     if reply.coding != encoding.IDENTITY:
         response.headers["Content-Encoding"] = reply.coding
+    fmt = reply.export.format
+    # A download is a file: points.csv (text is for reading in place).
+    disposition = "inline" if fmt.name == "text" else "attachment"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="points.{fmt.extension}"'
+
+
+def _count_headers(response: web.StreamResponse, count: RowCount | None) -> None:
+    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise."""
+    if count is not None:
+        response.headers["X-Row-Count" if count.exact else "X-Row-Count-Estimate"] = str(count.rows)
+
+
+def _start_counting(request: web.Request, export: Export) -> asyncio.Task[RowCount]:
+    task = asyncio.ensure_future(expected_rows(request.app[LANES], request.app[QUERIES].expected_rows, export))
+    # Its outcome may be dropped (the headers went without it): never a "never retrieved" warning.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 async def _headers_only(request: web.Request, reply: Reply) -> web.StreamResponse:
     """HEAD: the headers a GET would send, and no export run (so no length: it is not known)."""
     response = web.StreamResponse()
     _content_headers(response, reply)
+    # Without a count if the database fails here: its trouble shows on the GET itself.
+    with contextlib.suppress(*DB_ERRORS):
+        _count_headers(response, await _start_counting(request, reply.export))
     await response.prepare(request)
     request[TIMING].mark_headers(response.status)
     await response.write_eof()
@@ -106,12 +134,15 @@ class Buffered:
         self.response = web.Response()
         self._chunks: list[Chunk] = []
 
-    async def before_export(self) -> None:
+    async def check(self) -> None:
         """Refuse an export too big to buffer before running it (413 pointing to /chunked)."""
         settings = self.request.app[SETTINGS]
         cap = settings.standard_max_rows
         if await rows_exceed(self.request.app[LANES], self.export.after_id, self.export.limit, cap):
             raise problems.too_many_rows(self.request, cap)
+
+    async def before_export(self) -> None:
+        await self.check()
 
     async def take(self, chunk: Chunk) -> None:
         self._chunks.append(chunk)
@@ -129,6 +160,7 @@ class Buffered:
         timing.encode_seconds += time.perf_counter() - started
         self.response.body = body
         _content_headers(self.response, self.reply)
+        _count_headers(self.response, RowCount(rows, exact=True))
         self.response.headers["Server-Timing"] = (
             f"db;dur={timing.db_ms}, encode;dur={timing.encode_ms}, total;dur={timing.elapsed_ms()}"
         )
@@ -153,15 +185,30 @@ class Streamed:
         self.export = reply.export
         self.response = web.StreamResponse()
         self.encoder = reply.encoder(request.app[SETTINGS])
+        self._count: asyncio.Task[RowCount] | None = None
+
+    async def check(self) -> None:
+        pass
 
     async def before_export(self) -> None:
-        pass
+        # Counted beside the first page, on a connection of its own.
+        self._count = _start_counting(self.request, self.export)
+
+    async def _expected_rows(self) -> RowCount | None:
+        """The count, if it is known within COUNT_WAIT_SECONDS of the first page: it never holds the first byte."""
+        assert self._count is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
+        except (TimeoutError, *DB_ERRORS):
+            self._count.cancel()
+            return None
 
     async def take(self, chunk: Chunk) -> None:
         timing = self.request[TIMING]
         if not self.response.prepared:
             # The first page comes before the headers: a database failure up to here is still a clean 503.
             _content_headers(self.response, self.reply)
+            _count_headers(self.response, await self._expected_rows())
             # A proxy must pass each chunk on as it comes (nginx honours this even in its stock configuration).
             self.response.headers["X-Accel-Buffering"] = "no"
             self.response.headers["Server-Timing"] = f"db;dur={timing.db_ms}"
@@ -196,7 +243,7 @@ async def _send_export(request: web.Request, reply: Reply, sink: Buffered | Stre
     if request.method == "HEAD":
         # The same checks as a GET (a 413 stays a 413), then the headers alone.
         try:
-            await sink.before_export()
+            await sink.check()
         except DB_ERRORS as exc:
             raise problems.unavailable(exc) from None
         return await _headers_only(request, reply)

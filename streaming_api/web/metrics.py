@@ -18,8 +18,9 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 def endpoint_of(request: web.Request) -> str:
-    """The route's name: a bounded label (unknown paths all count as "unmatched")."""
-    return request.match_info.route.name or "unmatched"
+    """The route's name: a bounded label (unknown paths all count as "unmatched"; /chunked.csv is chunked)."""
+    name = request.match_info.route.name
+    return name.partition(".")[0] if name else "unmatched"
 
 
 class Metrics:

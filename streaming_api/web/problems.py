@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import asyncpg
 from aiohttp import web
 
-from ..export.formats import FORMATS
+from ..export.formats import FORMATS, Format
 from ..export.request import BadParameter
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,15 @@ def not_acceptable(accept: str | None) -> web.HTTPException:
         f"no offered format matches Accept: {(accept or '')[:200]!r}; offered: {', '.join(offered)} "
         f"(or ?format={'|'.join(FORMATS)})",
         offered=offered,
+    )
+
+
+def format_unavailable(fmt: Format) -> web.HTTPException:
+    return json_error(
+        web.HTTPNotAcceptable,
+        "format_unavailable",
+        f"this server cannot write {fmt.name}: it needs pyarrow (pip install 'streaming_api[arrow]')",
+        format=fmt.name,
     )
 
 

@@ -10,7 +10,7 @@ from ..keys import SETTINGS
 
 ALLOWED_METHODS = "GET, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Accept"
-EXPOSED_HEADERS = "Server-Timing, Retry-After"
+EXPOSED_HEADERS = "Server-Timing, Retry-After, X-Row-Count, X-Row-Count-Estimate, Content-Disposition"
 PREFLIGHT_MAX_AGE = "600"
 
 

@@ -1,0 +1,108 @@
+"""format=arrow, read back by pyarrow and polars (never by the service's code): the same table as the CSV's
+values, typed; both endpoints; batches per page; an aborted stream visibly incomplete."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+
+import aiohttp
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+
+from tests.support.bodies import ENDPOINTS, raw_rows
+from tests.support.pg import ROWS, points_locked, service_backend_waiting_on_lock, terminate_backend
+from tests.support.running import running
+
+ARROW = "application/vnd.apache.arrow.stream"
+END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+TYPES = {
+    "id": pa.int64(),
+    "x": pa.float64(),
+    "y": pa.float64(),
+    "label": pa.utf8(),
+    "value": pa.float64(),
+    "recorded_at": pa.timestamp("us", tz="UTC"),
+}
+
+
+async def _get(client, path: str, auth: dict[str, str], **headers: str) -> tuple[aiohttp.ClientResponse, bytes]:
+    response = await client.get(path, headers={**auth, **headers})
+    return response, await response.read()
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_arrow_carries_the_whole_table_typed_as_the_csv_says(client, auth, endpoint):
+    response, body = await _get(client, f"/{endpoint}?format=arrow", auth)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == ARROW
+    table = pa.ipc.open_stream(body).read_all()
+    assert table.num_rows == ROWS
+    assert {field.name: field.type for field in table.schema} == TYPES
+    _, csv_body = await _get(client, f"/{endpoint}?format=csv", auth)
+    csv = raw_rows("csv", csv_body)
+    arrow_rows = table.to_pylist()
+    for index in (0, 100, 201, ROWS - 1):  # row 101 holds the label that needs escaping everywhere
+        expected, got = csv[index], arrow_rows[index]
+        assert got["id"] == int(expected["id"])
+        assert got["x"] == float(expected["x"])
+        assert got["y"] == float(expected["y"])
+        assert got["value"] == float(expected["value"])
+        assert got["label"] == expected["label"]
+        assert got["recorded_at"] == dt.datetime.fromisoformat(expected["recorded_at"])
+    assert arrow_rows[100]["label"] == 'Zürich, "north"\tline\ntwo \\ ✓'
+    assert table.column("id").to_pylist() == list(range(1, ROWS + 1))
+
+
+async def test_both_endpoints_carry_the_same_table(client, auth):
+    _, chunked = await _get(client, "/chunked?format=arrow", auth)
+    _, standard = await _get(client, "/standard?format=arrow", auth)
+    assert pa.ipc.open_stream(chunked).read_all().equals(pa.ipc.open_stream(standard).read_all())
+
+
+async def test_chunked_sends_one_record_batch_per_page_the_small_first_page_too(client, auth, settings):
+    _, body = await _get(client, "/chunked?format=arrow&page_size=500", auth)
+    sizes = [batch.num_rows for batch in pa.ipc.open_stream(body)]
+    assert sizes[0] == settings.first_page_size
+    assert sizes[1:-1] == [500] * (len(sizes) - 2)
+    assert sum(sizes) == ROWS
+    assert body.endswith(END_OF_STREAM)
+
+
+async def test_polars_reads_the_stream(client, auth):
+    _, body = await _get(client, "/chunked.arrow?after_id=2000&limit=100", auth)
+    frame = pl.read_ipc_stream(io.BytesIO(body))
+    assert frame.height == 100
+    assert frame["id"].to_list() == list(range(2001, 2101))
+    assert frame.schema["recorded_at"] == pl.Datetime("us", "UTC")
+
+
+async def test_accept_chooses_arrow(client, auth):
+    response, body = await _get(client, "/chunked?limit=3", auth, Accept=ARROW)
+    assert response.headers["Content-Type"] == ARROW
+    assert pa.ipc.open_stream(body).read_all().num_rows == 3
+
+
+@pytest.mark.parametrize(("query", "rows"), [("after_id=2300", ROWS - 2300), ("limit=0", 0), (f"after_id={ROWS}", 0)])
+async def test_after_id_and_limit_work_as_for_the_other_formats(client, auth, query, rows):
+    _, body = await _get(client, f"/chunked?format=arrow&{query}", auth)
+    table = pa.ipc.open_stream(body).read_all()
+    assert table.num_rows == rows
+    assert table.schema.names == list(TYPES)
+
+
+async def test_an_aborted_arrow_stream_has_no_end_of_stream_marker(big_settings, big_url, auth):
+    async with running(big_settings) as server, aiohttp.ClientSession() as session:
+        response = await session.get(f"{server.url}/chunked?format=arrow", headers=auth)
+        received = bytearray()
+        async with points_locked(big_url):
+            pid = await service_backend_waiting_on_lock(big_url, within=30)
+            await terminate_backend(big_url, pid)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with asyncio.timeout(30):
+                    async for data in response.content.iter_any():
+                        received.extend(data)
+    assert not received.endswith(END_OF_STREAM)
