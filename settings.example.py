@@ -7,6 +7,11 @@
 HOST = "127.0.0.1"
 PORT = 8080
 
+# Server processes sharing the port (the kernel spreads connections among them: SO_REUSEPORT). 1 is one
+# process; "auto" one per core. The embedded database is started once for all of them. Each process has
+# its own pool (pool_max_size connections) and its own /standard slots (standard_max_concurrency).
+WORKERS = 1
+
 # postgresql://user:password@host:5432/dbname. None starts the embedded PostgreSQL (no setup at all).
 DATABASE_URL = None
 

@@ -44,6 +44,9 @@ class Settings:
     # Where to listen. 127.0.0.1 keeps the service on this machine unless asked otherwise.
     host: str = "127.0.0.1"
     port: int = 8080
+    # Server processes sharing the port (SO_REUSEPORT: the kernel spreads connections); 0 or "auto": one
+    # per core. The embedded database is started once, for all of them.
+    workers: int = 1
     # postgresql://user:pass@host:port/db; None starts the embedded PostgreSQL under data_dir.
     database_url: str | None = None
     # Embedded database files and the generated JWT secret live here (relative to the project).
@@ -109,6 +112,16 @@ class Settings:
         return path if path.is_absolute() else PROJECT_ROOT / path
 
     @property
+    def worker_count(self) -> int:
+        """workers, with 0 (auto) resolved to the cores this process may run on."""
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS
+            return os.cpu_count() or 1
+
+    @property
     def base_url(self) -> str:
         """The server's address as a client on this machine reaches it (0.0.0.0 and :: mean loopback)."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
@@ -126,6 +139,8 @@ def _hints() -> dict[str, Any]:
 
 def _coerce(name: str, hint: Any, raw: Any) -> Any:
     """Turn a value from settings.py or the environment into the setting's type, or raise SettingsError."""
+    if name == "workers" and isinstance(raw, str) and raw.strip().lower() == "auto":
+        return 0
     args = get_args(hint)
     optional = get_origin(hint) in (types.UnionType,) and type(None) in args
     if optional:
@@ -168,6 +183,8 @@ def _validate(s: Settings) -> None:
 
     if not 0 <= s.port <= 65535:
         raise bad("port", "must be 0..65535")
+    if not 0 <= s.workers <= 256:
+        raise bad("workers", "must be 1..256, or 0 or auto for one per core")
     if s.rows < 0:
         raise bad("rows", "must be >= 0")
     if not 1 <= s.max_page_size <= 1_000_000:

@@ -12,6 +12,7 @@ import psutil
 
 from .probe import HealthzFigures, HealthzProbe, Poller, Samples, metric_sum, parse_metrics, scrape
 from .results import downsample
+from .server import tree_rss
 from .wire import Target
 
 RSS_INTERVAL_SECONDS = 0.010
@@ -87,11 +88,13 @@ class RssFigures:
 
 
 class RssSampler:
-    """Samples a local process's RSS every 10 ms on a thread of its own (the event loop cannot delay it)."""
+    """Samples a local process's RSS every 10 ms on a thread of its own (the event loop cannot delay it).
+    With tree, the sum over the process and its descendants (a server's workers)."""
 
-    def __init__(self, pid: int, interval: float = RSS_INTERVAL_SECONDS) -> None:
+    def __init__(self, pid: int, interval: float = RSS_INTERVAL_SECONDS, tree: bool = False) -> None:
         self.process = psutil.Process(pid)
         self.interval = interval
+        self.tree = tree
         self._halt = threading.Event()
         self._samples: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -99,6 +102,8 @@ class RssSampler:
         self._hwm_reset = False
 
     def _rss(self) -> int | None:
+        if self.tree:
+            return tree_rss(self.process.pid)
         try:
             return self.process.memory_info().rss
         except psutil.Error:
@@ -171,7 +176,8 @@ class RunMeters:
     def __init__(self, target: Target, server_pid: int | None, postgres_pid: int | None, probe_healthz: bool) -> None:
         self.target = target
         self.server_pid = server_pid
-        self.server_cpu = CpuMeter(server_pid) if server_pid is not None else None
+        # The server's process and its workers (serve --workers), not the database (the bench owns it).
+        self.server_cpu = CpuMeter(server_pid, descendants=True) if server_pid is not None else None
         self.postgres_cpu = CpuMeter(postgres_pid, descendants=True) if postgres_pid is not None else None
         self.probe = HealthzProbe(target) if probe_healthz else None
         self.rss_sampler: RssSampler | MetricsRssSampler | None = None
@@ -183,7 +189,7 @@ class RunMeters:
     async def start(self) -> None:
         self._before = await scrape(self.target)
         if self.server_pid is not None:
-            self.rss_sampler = RssSampler(self.server_pid)
+            self.rss_sampler = RssSampler(self.server_pid, tree=True)
         elif self._before is not None:
             idle = metric_sum(self._before, "process_resident_memory_bytes")
             self.rss_sampler = MetricsRssSampler(self.target, None if idle is None else int(idle))

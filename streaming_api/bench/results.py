@@ -31,6 +31,8 @@ class Options:
     healthz_probe: bool = False
     data_dir: Path | None = None
     timeout: float = 900.0
+    # Worker processes of the bench's own server (serve --workers).
+    workers: int = 1
 
 
 @dataclass

@@ -62,6 +62,8 @@ class Runner:
             "standard_max_rows": max(rows),
             "statement_timeout": self.options.timeout,
             "request_deadline": self.options.timeout,
+            # Not a guard, but the bench's server's own setting all the same.
+            "workers": self.options.workers,
         }
 
     def _server_settings(self) -> Settings:

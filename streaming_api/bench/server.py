@@ -55,6 +55,20 @@ def server_environment(
     return env
 
 
+def tree_rss(pid: int) -> int | None:
+    """The resident memory of a process and its descendants (a server and its workers), in bytes."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total or None
+
+
 def _open_log(path: Path) -> IO[bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.open("ab")
@@ -100,8 +114,7 @@ class ServerProcess:
                 )
             response = await fetch(target, "/healthz", within_seconds=5.0)
             if response.error is None and response.pieces and response.pieces[0].startswith(b"HTTP/1.1 200"):
-                with contextlib.suppress(psutil.Error):
-                    self.fresh_rss = psutil.Process(self.pid).memory_info().rss
+                self.fresh_rss = tree_rss(self.pid)
                 return target
             if time.monotonic() > deadline:
                 await self.stop()

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
             args_list.insert(0, "serve")
         args = build_parser().parse_args(args_list)
-        overrides = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+        overrides = {name: getattr(args, name, None) for name in ("host", "port", "workers")}
         try:
             settings = settings_module.load(on_warning=_warn, **overrides)
             subcommands()["serve"].setup_logging(settings)

@@ -133,6 +133,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--endpoints", type=names(ENDPOINTS), default=ENDPOINTS, help="comma-separated (default standard,chunked)"
     )
     parser.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="worker processes of the bench's own server (serve --workers; default 1)",
+    )
+    parser.add_argument(
         "--healthz-probe",
         action="store_true",
         help="while more than one client runs, GET /healthz every 10 ms and report its latency (p50, p99, max)",
@@ -187,6 +193,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         formats=chosen["formats"],
         endpoints=args.endpoints,
         healthz_probe=args.healthz_probe,
+        workers=args.workers,
         data_dir=args.data_dir,
         timeout=args.timeout,
     )

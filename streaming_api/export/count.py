@@ -13,8 +13,8 @@ from ..db.lanes import Lanes
 from ..db.statements import MAX_ID, Statement
 from .request import Export
 
-# Counting this many index entries takes well under a millisecond.
-EXACT_UP_TO = 20_000
+# Counting this many index entries takes a tenth of a millisecond: ready beside the first page.
+EXACT_UP_TO = 5_000
 
 
 @dataclass(frozen=True)

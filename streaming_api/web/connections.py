@@ -186,15 +186,18 @@ class GuardedAppRunner(web.AppRunner):
         return self.guard
 
 
-def listening_socket(host: str, port: int, backlog: int = 128) -> socket.socket:
+def listening_socket(host: str, port: int, backlog: int = 128, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to host:port and listening (clients that come before the app is ready wait in the
-    backlog). OSError (EADDRINUSE...) comes from here, before anything else has started."""
+    backlog). OSError (EADDRINUSE...) comes from here, before anything else has started. With reuse_port,
+    several processes' sockets share the port and the kernel spreads new connections among them."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # "::" serves IPv4 too, as aiohttp's own sites do.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

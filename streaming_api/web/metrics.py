@@ -1,16 +1,25 @@
 """/metrics: Prometheus figures fed from the same RequestTiming the access log uses.
 
 Each application has its own CollectorRegistry, so many apps in one process (tests) never collide.
+With several worker processes (serve --workers), prometheus_client's multiprocess mode keeps every
+worker's figures in files under PROMETHEUS_MULTIPROC_DIR and /metrics adds them up, so a counter does
+not depend on which worker answers the scrape. Process figures (memory, CPU) are then left out: each
+worker has its own, and a sum of them under one name would mislead.
 """
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .timing import RequestTiming
 
+# Where prometheus_client's multiprocess mode keeps the workers' figures (it reads it at import).
+MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 # Routes whose responses are exports: counted as streams in flight while they run.
 DATA_ENDPOINTS = frozenset({"standard", "chunked"})
 FIRST_BYTE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -23,13 +32,19 @@ def endpoint_of(request: web.Request) -> str:
     return name.partition(".")[0] if name else "unmatched"
 
 
+def multiprocess() -> bool:
+    """Whether this process shares its figures with other workers (the supervisor set the directory)."""
+    return bool(os.environ.get(MULTIPROCESS_DIRECTORY))
+
+
 class Metrics:
     """The service's collectors in one registry; observes each request as it starts and as it ends."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        # RSS, CPU seconds, open fds of this process (process_resident_memory_bytes...).
-        ProcessCollector(registry=self.registry)
+        if not multiprocess():
+            # RSS, CPU seconds, open fds of this process (process_resident_memory_bytes...).
+            ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "streaming_api_requests",
             "Requests by endpoint, format, status and outcome (complete, client_gone, aborted).",
@@ -67,6 +82,8 @@ class Metrics:
             "/standard and /chunked responses being prepared or sent right now.",
             ("endpoint",),
             registry=self.registry,
+            # Across workers: the sum over the ones alive.
+            multiprocess_mode="livesum",
         )
         for endpoint in DATA_ENDPOINTS:
             self.in_flight.labels(endpoint).set(0)
@@ -92,7 +109,11 @@ class Metrics:
             self.bytes.labels(endpoint, fmt).inc(timing.bytes)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not multiprocess():
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone)
+        return generate_latest(everyone)
 
     async def view(self, request: web.Request) -> web.Response:
         """GET /metrics: the Prometheus text exposition of this app's registry."""

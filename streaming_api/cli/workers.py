@@ -1,0 +1,195 @@
+"""`serve --workers N`: N server processes on one port, started and stopped as one.
+
+The supervisor (this process) checks the port, starts the database once (the embedded one, seeded when
+empty), then starts the workers: fresh interpreters (multiprocessing's spawn), each serving the app on
+its own socket bound with SO_REUSEPORT, so the kernel spreads new connections among them. (One socket
+shared by every worker, gunicorn's way, measured the same here, in how evenly connections spread and in
+latency; SO_REUSEPORT needs no socket handed across processes, and each worker keeps the guarded runner
+`run.py serve` uses: see docs/scaling.md.) A worker that
+dies is logged and replaced; Ctrl+C, SIGTERM or SIGHUP drain every worker, then the database stops.
+
+/metrics adds up every worker's figures through prometheus_client's multiprocess mode: the supervisor
+gives the workers a directory of their own for them (PROMETHEUS_MULTIPROC_DIR) and empties it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+from ..db.database import Database
+from ..settings import Settings
+from ..tokens import load_keys, mint_token
+from ..web.metrics import MULTIPROCESS_DIRECTORY
+from .console import StatusLine, rows_bar
+from .failures import StartupFailure
+from .serve import STOP_SIGNALS, banner
+
+log = logging.getLogger(__name__)
+
+# How long a worker may take to start serving; one that dies sooner than this after starting, three
+# times in a row, means something is wrong with every worker (its settings, say): stop, do not loop.
+READY_SECONDS = 120.0
+QUICK_DEATH_SECONDS = 10.0
+QUICK_DEATHS_ALLOWED = 3
+# After SIGTERM, how long the workers get beyond shutdown_timeout before they are killed.
+STOP_GRACE_SECONDS = 15.0
+
+
+def _worker(settings: Settings, index: int, ready: Connection) -> None:
+    """A worker process: the app on its own SO_REUSEPORT socket until it is told to stop."""
+    # Imported here: this runs in a fresh interpreter whose environment already names the metrics directory.
+    from ..web.connections import listening_socket
+    from . import serve
+
+    serve.setup_logging(settings, worker=index)
+
+    async def serve_here() -> None:
+        sock = listening_socket(settings.host, settings.port, reuse_port=True)
+        await serve.serve_on(settings, sock, lambda _app: ready.send("ready"))
+
+    # Ctrl+C before the loop's own signal handlers are in place: the supervisor sees to the rest.
+    with contextlib.suppress(KeyboardInterrupt):
+        serve.run_loop(serve_here())
+
+
+@dataclass
+class Worker:
+    index: int
+    process: BaseProcess
+    ready: Connection
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, metrics_directory: str) -> None:
+        self.settings = settings
+        self.metrics_directory = metrics_directory
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, Worker] = {}
+        self.quick_deaths = 0
+
+    def start(self, index: int) -> Worker:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker, args=(self.settings, index, send), name=f"worker {index}")
+        process.start()
+        send.close()
+        worker = self.workers[index] = Worker(index, process, receive)
+        return worker
+
+    def wait_ready(self, workers: list[Worker]) -> None:
+        """Until every one of `workers` serves; StartupFailure when one dies first or takes too long."""
+        deadline = time.monotonic() + READY_SECONDS
+        for worker in workers:
+            while not worker.ready.poll(0.1):
+                if not worker.process.is_alive():
+                    raise StartupFailure(
+                        f"worker {worker.index} exited ({worker.process.exitcode}) while starting: see its log above",
+                        1,
+                    )
+                if time.monotonic() > deadline:
+                    raise StartupFailure(f"worker {worker.index} did not start within {READY_SECONDS:g} s", 1)
+            worker.ready.recv()
+
+    def replace_the_dead(self, stopping: asyncio.Event) -> None:
+        """Blocks until a worker exits (or stopping is set); replaces it unless the service is stopping."""
+        sentinels = {worker.process.sentinel: worker for worker in self.workers.values()}
+        ended = wait(list(sentinels), timeout=0.5)
+        if stopping.is_set():
+            return
+        for sentinel in ended:
+            worker = sentinels[sentinel]
+            worker.process.join()
+            self._forget(worker)
+            quick = time.monotonic() - worker.started_at < QUICK_DEATH_SECONDS
+            self.quick_deaths = self.quick_deaths + 1 if quick else 0
+            if self.quick_deaths >= QUICK_DEATHS_ALLOWED:
+                raise StartupFailure(
+                    f"workers keep dying within {QUICK_DEATH_SECONDS:g} s of starting: stopping (see their log)", 1
+                )
+            log.warning(
+                "worker %d (pid %d) exited with status %s: starting another",
+                worker.index,
+                worker.process.pid,
+                worker.process.exitcode,
+            )
+            self.wait_ready([self.start(worker.index)])
+
+    def _forget(self, worker: Worker) -> None:
+        """A dead worker's gauges no longer count (its counters and histograms still do)."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.process.pid, self.metrics_directory)
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (each drains its requests), then wait; kill what is left after the grace."""
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                os.kill(worker.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_timeout + STOP_GRACE_SECONDS
+        for worker in self.workers.values():
+            worker.process.join(max(deadline - time.monotonic(), 0))
+            if worker.process.is_alive():
+                log.warning("worker %d did not stop in time: killing it", worker.index)
+                worker.process.kill()
+                worker.process.join()
+
+
+def _check_port(settings: Settings) -> None:
+    """Fail at once on a port someone else holds: our own workers' sockets would share it with theirs."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        settings.host or None, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
+async def supervise(settings: Settings) -> int:
+    _check_port(settings)
+    count = settings.worker_count
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
+    metrics_directory = tempfile.mkdtemp(prefix="streaming_api-metrics-")
+    os.environ[MULTIPROCESS_DIRECTORY] = metrics_directory
+    database = Database(settings)
+    supervisor: Supervisor | None = None
+    stopped_database = False
+    try:
+        await database.start()
+        seeding = await database.ensure_rows(settings.rows, "empty", rows_bar(StatusLine()))
+        assert database.url is not None
+        # The workers use the database this process started (and seeded) for them.
+        supervisor = Supervisor(settings.replace(database_url=database.url), metrics_directory)
+        workers = [supervisor.start(index) for index in range(1, count + 1)]
+        await asyncio.to_thread(supervisor.wait_ready, workers)
+        token = mint_token(load_keys(settings), subject="banner", ttl=settings.token_ttl)
+        description = f"{database.description}, {count} workers"
+        print(banner(settings, seeding.rows, description, token), flush=True)
+        while not stopping.is_set():
+            await asyncio.to_thread(supervisor.replace_the_dead, stopping)
+        log.info("stopping: every worker drains its requests in flight")
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        if supervisor is not None:
+            await asyncio.to_thread(supervisor.stop)
+        stopped_database = await database.stop()
+        os.environ.pop(MULTIPROCESS_DIRECTORY, None)
+        shutil.rmtree(metrics_directory, ignore_errors=True)
+    also = f"; so is the {database.description}" if stopped_database else ""
+    print(f"streaming_api: stopped {count} workers{also}", flush=True)
+    return 0

@@ -1,0 +1,97 @@
+"""`run.py serve --workers 2`: one port served by two processes, started and stopped as one; /metrics
+adds up both; a worker that dies is replaced while the other keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+
+import psutil
+import pytest
+
+from streaming_api import settings as settings_module
+from streaming_api.tokens import load_keys, mint_token
+from tests.support.pg import ROWS
+from tests.support.processes import ServerProcess
+from tests.support.waiting import wait_until
+
+REQUESTS = 40
+
+
+def _workers(server: ServerProcess) -> list[psutil.Process]:
+    """The worker processes (multiprocessing's spawned interpreters; not its resource tracker)."""
+    children = psutil.Process(server.process.pid).children()
+    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+
+
+async def _get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: JWT {token}\r\n" if token else ""
+    # HTTP/1.0: the body comes plain (no chunks) and ends with the connection.
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: t\r\n{auth}\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    return int(answer.split(b" ", 2)[1]), answer.partition(b"\r\n\r\n")[2]
+
+
+@pytest.fixture
+def two_workers(database_url, jwt_secret, tmp_path):
+    settings = {"database_url": database_url, "jwt_secret": jwt_secret, "data_dir": str(tmp_path), "workers": 2}
+    server = ServerProcess.start(tmp_path, settings)
+    token = mint_token(load_keys(settings_module.build(settings)), subject="test", ttl=600)
+    try:
+        yield server, token
+    finally:
+        server.stop()
+
+
+async def test_two_workers_serve_one_port_and_every_access_line_names_its_worker(two_workers):
+    server, token = two_workers
+    await server.wait_ready(within=60)
+    assert len(_workers(server)) == 2
+    results = await asyncio.gather(*(_get(server.port, "/chunked?limit=10", token) for _ in range(REQUESTS)))
+    assert all(status == 200 and body.count(b"\n") == 10 for status, body in results)
+    await wait_until(lambda: server.log.count("streaming_api.access: GET /chunked") == REQUESTS, 10, "every line")
+    served_by = re.findall(r"\[worker (\d)\] streaming_api\.access: GET /chunked", server.log)
+    assert set(served_by) == {"1", "2"}, "the kernel spread the connections over both workers"
+
+
+async def test_metrics_add_up_every_worker_whichever_answers(two_workers):
+    server, token = two_workers
+    await server.wait_ready(within=60)
+    for _ in range(REQUESTS):
+        assert (await _get(server.port, "/chunked?limit=7", token))[0] == 200
+    scrapes = [(await _get(server.port, "/metrics"))[1] for _ in range(12)]
+    totals = {
+        float(re.search(rb'streaming_api_rows_sent_total\{endpoint="chunked",format="ndjson"\} (\S+)', scrape).group(1))
+        for scrape in scrapes
+    }
+    assert totals == {REQUESTS * 7.0}
+    await wait_until(lambda: len(set(re.findall(r"\[worker (\d)\] .*GET /metrics", server.log))) == 2, 5, "both")
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_other_keeps_serving(two_workers):
+    server, token = two_workers
+    await server.wait_ready(within=60)
+    victim = _workers(server)[0]
+    victim.send_signal(signal.SIGKILL)
+    for _ in range(10):  # served throughout, by the survivor or the replacement
+        status, body = await _get(server.port, "/chunked", token)
+        assert status == 200 and body.count(b"\n") == ROWS
+    await wait_until(lambda: "starting another" in server.log, 30, "the supervisor replaces the dead worker")
+    await wait_until(
+        lambda: len(_workers(server)) == 2 and victim.pid not in {w.pid for w in _workers(server)}, 60, "two again"
+    )
+    assert "exited with status -9" in server.log
+
+
+async def test_sigterm_drains_every_worker_and_exits_zero(two_workers):
+    server, _ = two_workers
+    await server.wait_ready(within=60)
+    workers = _workers(server)
+    server.terminate()
+    assert server.process.wait(60) == 0
+    assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+    assert "streaming_api: stopped 2 workers" in server.log
+    assert server.log.count("stopping (SIGTERM)") == 2
