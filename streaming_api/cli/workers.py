@@ -34,7 +34,7 @@ from ..tokens import load_keys, mint_token
 from ..web.metrics import MULTIPROCESS_DIRECTORY
 from .console import StatusLine, rows_bar
 from .failures import StartupFailure
-from .serve import STOP_SIGNALS, banner
+from .running import STOP_SIGNALS, banner
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,17 @@ def _worker(settings: Settings, index: int, ready: Connection) -> None:
     """A worker process: the app on its own SO_REUSEPORT socket until it is told to stop."""
     # Imported here: this runs in a fresh interpreter whose environment already names the metrics directory.
     from ..web.connections import listening_socket
-    from . import serve
+    from . import running
 
-    serve.setup_logging(settings, worker=index)
+    running.setup_logging(settings, worker=index)
 
     async def serve_here() -> None:
         sock = listening_socket(settings.host, settings.port, reuse_port=True)
-        await serve.serve_on(settings, sock, lambda _app: ready.send("ready"))
+        await running.serve_on(settings, sock, lambda _app: ready.send("ready"))
 
     # Ctrl+C before the loop's own signal handlers are in place: the supervisor sees to the rest.
     with contextlib.suppress(KeyboardInterrupt):
-        serve.run_loop(serve_here())
+        running.run_loop(serve_here())
 
 
 @dataclass
