@@ -15,6 +15,11 @@ WORKERS = 1
 # postgresql://user:password@host:5432/dbname. None starts the embedded PostgreSQL (no setup at all).
 DATABASE_URL = None
 
+# Read replicas (hot standbys) exports read from, spread across them: a list of postgresql:// URLs, or in
+# the environment STREAMING_API_REPLICA_URLS, comma-separated. The primary serves when none answers; a
+# replica that fails is set aside and tried again later. Seeding only ever runs on the primary.
+REPLICA_URLS = ()
+
 # The embedded database and the generated JWT secret live here (relative paths are from this folder).
 DATA_DIR = ".data"
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "STREAMING_API_"
@@ -49,6 +50,9 @@ class Settings:
     workers: int = 1
     # postgresql://user:pass@host:port/db; None starts the embedded PostgreSQL under data_dir.
     database_url: str | None = None
+    # Read replicas exports read from (spread across them; the primary when none answers). Seeding and
+    # schema changes only ever run on the primary (database_url, or the embedded one).
+    replica_urls: tuple[str, ...] = ()
     # Embedded database files and the generated JWT secret live here (relative to the project).
     data_dir: str = ".data"
     # Rows `serve` seeds when the table is missing or empty, and `seed`'s default.
@@ -197,6 +201,11 @@ def _validate(s: Settings) -> None:
         raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):
         raise SettingsError("setting database_url: must start with postgresql:// (value not shown)")
+    for index, url in enumerate(s.replica_urls, start=1):
+        if not url.startswith(("postgresql://", "postgres://")) or not _parses(url):
+            raise SettingsError(
+                f"setting replica_urls: replica {index} is not a postgresql://user@host:port/db URL (value not shown)"
+            )
     if not s.jwt_algorithms:
         raise bad("jwt_algorithms", "needs at least one algorithm")
     for alg in s.jwt_algorithms:
@@ -257,6 +266,15 @@ def _closest(name: str) -> str | None:
 def _did_you_mean(name: str, spell: Callable[[str], str]) -> str:
     closest = _closest(name)
     return f" (did you mean {spell(closest)}?)" if closest else ""
+
+
+def _parses(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname or "host=" in parts.query)
 
 
 def build(values: Mapping[str, Any]) -> Settings:

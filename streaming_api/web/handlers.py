@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import ClientConnectionResetError, HttpVersion11, web
 
+from ..db.lanes import Lanes
 from ..db.pool import DB_ERRORS
+from ..db.sources import Source, where
 from ..export.count import RowCount, expected_rows
 from ..export.formats import BY_EXTENSION, NotAcceptable
 from ..export.pages import Chunk, encoded_chunks
@@ -22,7 +25,7 @@ from ..export.request import BadParameter, Export, FormatUnavailable, parse_expo
 from ..settings import Settings
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import LANES, QUERIES, SETTINGS, STANDARD_SLOTS, TIMING
+from .keys import LANES, QUERIES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
 from .middleware.auth import requires_token
 from .sending import ClientGone, ClientTooSlow, abort, send_within
 
@@ -104,8 +107,8 @@ def _count_headers(response: web.StreamResponse, count: RowCount | None) -> None
         response.headers["X-Row-Count" if count.exact else "X-Row-Count-Estimate"] = str(count.rows)
 
 
-def _start_counting(request: web.Request, export: Export) -> asyncio.Task[RowCount]:
-    task = asyncio.ensure_future(expected_rows(request.app[LANES], request.app[QUERIES].expected_rows, export))
+def _start_counting(request: web.Request, export: Export, lanes: Lanes) -> asyncio.Task[RowCount]:
+    task = asyncio.ensure_future(expected_rows(lanes, request.app[QUERIES].expected_rows, export))
     # Its outcome may be dropped (the headers went without it): never a "never retrieved" warning.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
     return task
@@ -117,7 +120,7 @@ async def _headers_only(request: web.Request, reply: Reply) -> web.StreamRespons
     _content_headers(response, reply)
     # Without a count if the database fails here: its trouble shows on the GET itself.
     with contextlib.suppress(*DB_ERRORS):
-        _count_headers(response, await _start_counting(request, reply.export))
+        _count_headers(response, await _start_counting(request, reply.export, request.app[LANES]))
     await response.prepare(request)
     request[TIMING].mark_headers(response.status)
     await response.write_eof()
@@ -127,8 +130,9 @@ async def _headers_only(request: web.Request, reply: Reply) -> web.StreamRespons
 class Buffered:
     """/standard's sink: collects every chunk, then sends one body (compressed whole) with a Content-Length."""
 
-    def __init__(self, request: web.Request, reply: Reply) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
         self.request = request
+        self.lanes = lanes
         self.reply = reply
         self.export = reply.export
         self.response = web.Response()
@@ -138,7 +142,7 @@ class Buffered:
         """Refuse an export too big to buffer before running it (413 pointing to /chunked)."""
         settings = self.request.app[SETTINGS]
         cap = settings.standard_max_rows
-        if await rows_exceed(self.request.app[LANES], self.export.after_id, self.export.limit, cap):
+        if await rows_exceed(self.lanes, self.export.after_id, self.export.limit, cap):
             raise problems.too_many_rows(self.request, cap)
 
     async def before_export(self) -> None:
@@ -179,8 +183,9 @@ class Streamed:
     """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes
     (compressed and flushed on its own when the client asked for a coding)."""
 
-    def __init__(self, request: web.Request, reply: Reply) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
         self.request = request
+        self.lanes = lanes
         self.reply = reply
         self.export = reply.export
         self.response = web.StreamResponse()
@@ -192,7 +197,7 @@ class Streamed:
 
     async def before_export(self) -> None:
         # Counted beside the first page, on a connection of its own.
-        self._count = _start_counting(self.request, self.export)
+        self._count = _start_counting(self.request, self.export, self.lanes)
 
     async def _expected_rows(self) -> RowCount | None:
         """The count, if it is known within COUNT_WAIT_SECONDS of the first page: it never holds the first byte."""
@@ -235,27 +240,44 @@ class Streamed:
             self.request[TIMING].mark_sent(len(data))
 
 
-async def _send_export(request: web.Request, reply: Reply, sink: Buffered | Streamed) -> web.StreamResponse:
-    """Run the export into the sink, within request_deadline. Before the headers are out a failure is a
-    JSON error (503 for the database or the deadline); after, the connection is cut, never ended cleanly."""
+async def _send_export(
+    request: web.Request, reply: Reply, make_sink: Callable[[Lanes], Buffered | Streamed]
+) -> web.StreamResponse:
+    """Run the export into a sink, within request_deadline, reading from the first source that works: a
+    replica that fails before anything was sent is set aside and the next one (at last the primary) tried.
+    Before the headers are out a failure is a JSON error (503 for the database or the deadline); after,
+    the connection is cut, never ended cleanly."""
     settings = request.app[SETTINGS]
     timing = request[TIMING]
+    sources = request.app[SOURCES]
     if request.method == "HEAD":
-        # The same checks as a GET (a 413 stays a 413), then the headers alone.
+        # The same checks as a GET (a 413 stays a 413), then the headers alone, from the primary.
         try:
-            await sink.check()
+            await make_sink(request.app[LANES]).check()
         except DB_ERRORS as exc:
             raise problems.unavailable(exc) from None
         return await _headers_only(request, reply)
     deadline = asyncio.timeout(settings.request_deadline)
+    candidates = sources.for_export()
+    sink = make_sink(candidates[0].lanes)
     try:
         async with deadline:
-            await sink.before_export()
-            chunks = encoded_chunks(request.app[LANES], request.app[QUERIES], reply.export, timing)
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    await sink.take(chunk)
-            await sink.finish()
+            for attempt, source in enumerate(candidates):
+                assert source.lanes is not None
+                sink = make_sink(source.lanes)
+                timing.source = source.label
+                try:
+                    await _export_into(request, reply, sink, source.lanes)
+                except DB_ERRORS as exc:
+                    if sink.response.prepared or attempt == len(candidates) - 1:
+                        raise
+                    sources.failed(source, exc)
+                    log.warning(
+                        "%s failed before the first byte: reading from %s", source.name, candidates[attempt + 1].name
+                    )
+                    continue
+                sources.worked(source)
+                break
     except web.HTTPException:
         raise
     except (ClientGone, ClientConnectionResetError):
@@ -290,6 +312,16 @@ async def _send_export(request: web.Request, reply: Reply, sink: Buffered | Stre
     return sink.response
 
 
+async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Streamed, lanes: Lanes) -> None:
+    """The export itself: where /standard and /chunked part ways is the sink, what it does with each chunk."""
+    await sink.before_export()
+    chunks = encoded_chunks(lanes, request.app[QUERIES], reply.export, request[TIMING])
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            await sink.take(chunk)
+    await sink.finish()
+
+
 @requires_token
 async def standard(request: web.Request) -> web.StreamResponse:
     """Every requested row from one COPY, the whole body built in memory, sent with a Content-Length."""
@@ -299,7 +331,7 @@ async def standard(request: web.Request) -> web.StreamResponse:
     if not slots.try_acquire():
         raise problems.standard_busy(slots.limit)
     try:
-        return await _send_export(request, reply, Buffered(request, reply))
+        return await _send_export(request, reply, lambda lanes: Buffered(request, reply, lanes))
     finally:
         slots.release()
 
@@ -308,7 +340,7 @@ async def standard(request: web.Request) -> web.StreamResponse:
 async def chunked(request: web.Request) -> web.StreamResponse:
     """Each page written as its own chunk as soon as PostgreSQL returns it, awaiting every write."""
     reply = _reply(request, "chunked")
-    return await _send_export(request, reply, Streamed(request, reply))
+    return await _send_export(request, reply, lambda lanes: Streamed(request, reply, lanes))
 
 
 def _describe(exc: BaseException) -> str:
@@ -316,12 +348,27 @@ def _describe(exc: BaseException) -> str:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    try:
-        await request.app[LANES].ping()
-    except DB_ERRORS as exc:
-        return web.json_response(
-            {"status": "unavailable", "database": type(exc).__name__},
-            status=503,
-            headers={"Retry-After": problems.RETRY_AFTER_SECONDS},
-        )
-    return web.json_response({"status": "ok", "database": "ok"})
+    """The primary and each replica: 200 while exports can be served (from a replica if need be), else 503."""
+    sources = request.app[SOURCES]
+
+    async def state(source: Source) -> dict[str, str]:
+        described = {"name": source.label, "at": where(source.url)} if source.replica else {}
+        try:
+            await sources.ping(source)
+        except DB_ERRORS as exc:
+            if source.replica:
+                sources.failed(source, exc)
+            return {**described, "status": "unavailable", "error": type(exc).__name__}
+        if source.replica:
+            sources.worked(source)
+        return {**described, "status": "ok"}
+
+    primary, *replicas = await asyncio.gather(state(sources.primary), *(state(r) for r in sources.replicas))
+    serving = primary["status"] == "ok" or any(replica["status"] == "ok" for replica in replicas)
+    body: dict[str, object] = {"status": "ok" if serving else "unavailable", "database": primary["status"]}
+    if primary["status"] != "ok":
+        body["error"] = primary["error"]
+    if replicas:
+        body["replicas"] = replicas
+    headers = None if serving else {"Retry-After": problems.RETRY_AFTER_SECONDS}
+    return web.json_response(body, status=200 if serving else 503, headers=headers)

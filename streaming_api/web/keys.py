@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from ..db.lanes import Lanes
+from ..db.sources import Sources
 from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import Keys
@@ -30,6 +31,8 @@ KEYS = web.AppKey("jwt_keys", Keys)
 # Set by the database cleanup context once the pool is open.
 POOL = web.AppKey("pool", asyncpg.Pool)
 LANES = web.AppKey("lanes", Lanes)
+# Where exports read: the primary (LANES) and the read replicas.
+SOURCES = web.AppKey("sources", Sources)
 # Rows in the points table at start-up, and where they live (for the banner).
 ROWS = web.AppKey("rows", int)
 DATABASE = web.AppKey("database", str)

@@ -20,6 +20,8 @@ class RequestTiming:
     format: str = ""
     # The content coding the body went out in (identity, zstd, gzip).
     encoding: str = ""
+    # The database the rows came from (primary, replica1...).
+    source: str = ""
     headers_at: float | None = None
     first_byte_at: float | None = None
     finished_at: float | None = None

@@ -43,14 +43,16 @@ class PgBouncer:
         target = urlsplit(database_url)
         self.user = target.username or "postgres"
         self.dbname = target.path.lstrip("/") or "postgres"
-        host = parse_qs(target.query).get("host", [target.hostname or "127.0.0.1"])[0]
+        query = parse_qs(target.query)
+        host = query.get("host", [target.hostname or "127.0.0.1"])[0]
+        server_port = target.port or int(query.get("port", ["5432"])[0])
         self.port = _free_port()
         self.workdir = workdir
         self.log_path = workdir / "pgbouncer.log"
         (workdir / "userlist.txt").write_text(f'"{self.user}" ""\n')
         # The databases on the server, as they are named there; nothing else differs from the stock file.
         entries = "".join(
-            f"{name} = host={host} port={target.port or 5432} dbname={name}\n" for name in databases or ("*",)
+            f"{name} = host={host} port={server_port} dbname={name}\n" for name in databases or ("*",)
         ).replace("dbname=*", "")
         (workdir / "pgbouncer.ini").write_text(
             "[databases]\n" + entries + "[pgbouncer]\n"

@@ -71,7 +71,7 @@ def log_request(request: web.Request, status: int, timing: RequestTiming) -> Non
     """One access-log line per request, figures in milliseconds."""
     timing.finish()
     access_log.info(
-        "%s %s client=%s status=%s endpoint=%s format=%s encoding=%s outcome=%s rows=%d bytes=%d "
+        "%s %s client=%s status=%s endpoint=%s format=%s encoding=%s source=%s outcome=%s rows=%d bytes=%d "
         "headers_ms=%s first_byte_ms=%s total_ms=%s db_ms=%.2f",
         request.method,
         loggable_target(*_split_target(request.raw_path)),
@@ -80,6 +80,7 @@ def log_request(request: web.Request, status: int, timing: RequestTiming) -> Non
         timing.endpoint or "-",
         timing.format or "-",
         timing.encoding or "-",
+        timing.source or "-",
         timing.outcome,
         timing.rows,
         timing.bytes,
