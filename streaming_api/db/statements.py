@@ -99,9 +99,9 @@ def page_statement(query: Callable[[Callable[[Select], Select]], Select]) -> Sta
     return compile_statement(query(bound_page))
 
 
-# Rows after after_id, counted no further than `up_to` (an index-only walk that stops early).
-COUNT_UP_TO = compile_statement(
-    select(func.count()).select_from(
+def _count_up_to() -> Select:
+    """Rows after after_id, counted no further than `up_to` (an index-only walk that stops early)."""
+    return select(func.count()).select_from(
         select(literal(1))
         .select_from(points)
         .where(points.c.id > bindparam("after_id", type_=BigInteger))
@@ -109,25 +109,16 @@ COUNT_UP_TO = compile_statement(
         .limit(bindparam("up_to", type_=BigInteger))
         .subquery("capped")
     )
-)
+
+
+COUNT_UP_TO = compile_statement(_count_up_to())
 
 
 def expected_rows_statement() -> Statement:
     """What tells how many rows an export will carry, cheaply: the rows after after_id counted up to `up_to`
     (an index-only walk that stops early), and for an estimate beyond that, the table's row estimate
     (pg_class.reltuples) and its smallest and largest ids (two index lookups)."""
-    counted = (
-        select(func.count())
-        .select_from(
-            select(literal(1))
-            .select_from(points)
-            .where(points.c.id > bindparam("after_id", type_=BigInteger))
-            .order_by(points.c.id)
-            .limit(bindparam("up_to", type_=BigInteger))
-            .subquery("counted")
-        )
-        .scalar_subquery()
-    )
+    counted = _count_up_to().scalar_subquery()
     reltuples = literal_column(f"(SELECT reltuples FROM pg_class WHERE oid = '{points.name}'::regclass)")
     return compile_statement(
         select(

@@ -127,16 +127,16 @@ class NotAcceptable(ValueError):
     """No offered format matches the Accept header."""
 
 
-def _parse_accept(header: str) -> list[tuple[float, int, str]]:
-    """Media ranges with their q-values, best first; ties keep header order, more specific wins."""
-    ranges = []
-    for position, item in enumerate(header.split(",")):
-        parts = [p.strip() for p in item.split(";")]
-        media = parts[0].lower()
-        if not media:
+def quality_values(header: str) -> list[tuple[str, float]]:
+    """The items of an Accept-style header (lower case) with their q-values, in the header's order
+    (RFC 9110 section 12.4.2); a malformed or out-of-range q counts as 0."""
+    items = []
+    for item in header.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        if not name:
             continue
         q = 1.0
-        for param in parts[1:]:
+        for param in params:
             key, _, value = param.partition("=")
             if key.strip().lower() == "q":
                 try:
@@ -145,8 +145,13 @@ def _parse_accept(header: str) -> list[tuple[float, int, str]]:
                     q = 0.0
                 if not 0.0 <= q <= 1.0:
                     q = 0.0
-        ranges.append((q, position, media))
-    return ranges
+        items.append((name.lower(), q))
+    return items
+
+
+def _parse_accept(header: str) -> list[tuple[float, int, str]]:
+    """Media ranges with their q-values and their place in the header."""
+    return [(q, position, media) for position, (media, q) in enumerate(quality_values(header))]
 
 
 def _matches(media_range: str, content_type: str) -> int:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..export.formats import quality_values
+
 try:
     from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
 except ImportError:
@@ -90,27 +92,6 @@ class NotAcceptableEncoding(ValueError):
     """Accept-Encoding refuses identity and every coding offered."""
 
 
-def _parse(header: str) -> dict[str, float]:
-    """Codings (lower case) with their q-values; a malformed q counts as 0."""
-    accepted: dict[str, float] = {}
-    for item in header.split(","):
-        name, *params = (part.strip() for part in item.split(";"))
-        if not name:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-                if not 0.0 <= q <= 1.0:
-                    q = 0.0
-        accepted[name.lower()] = q
-    return accepted
-
-
 def negotiate(accept_encoding: str | None, offered: tuple[str, ...]) -> str:
     """The coding to send (a name in `offered`, or "identity"), per RFC 9110 section 12.5.3: the highest q
     wins, ties go to the order of `offered`; identity only when the client ranks it above them, or accepts
@@ -118,7 +99,7 @@ def negotiate(accept_encoding: str | None, offered: tuple[str, ...]) -> str:
     named). No header means identity: a client that did not ask gets plain bytes."""
     if accept_encoding is None:
         return IDENTITY
-    accepted = _parse(accept_encoding)
+    accepted = dict(quality_values(accept_encoding))
     wildcard = accepted.get("*")
     best, best_q = IDENTITY, 0.0
     for name in offered:

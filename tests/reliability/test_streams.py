@@ -19,12 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.support.bodies import CSV_HEADER, FORMATS, assert_rows, complete_rows, row_ids
-from tests.support.pg import (
-    BIG_ROWS,
-    points_locked,
-    service_backend_waiting_on_lock,
-    terminate_backend,
-)
+from tests.support.pg import BIG_ROWS, while_the_database_fails
 from tests.support.raw_http import RawClient
 from tests.support.running import running
 from tests.support.waiting import connections_back, wait_until
@@ -107,12 +102,8 @@ async def test_database_failing_mid_stream_is_an_incomplete_transfer_and_one_err
         response = await session.get(f"{server.url}/chunked", headers=auth)
         assert response.status == 200
         # The client reads nothing yet, so the stream is stuck mid-way when the table gets locked.
-        async with points_locked(big_url):
-            reading = asyncio.create_task(response.read())
-            pid = await service_backend_waiting_on_lock(big_url, within=30)
-            await terminate_backend(big_url, pid)
-            with pytest.raises(aiohttp.ClientPayloadError):
-                await asyncio.wait_for(reading, 30)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await while_the_database_fails(big_url, response.read())
         await wait_until(lambda: server.in_flight == 0, within=5, what="the handler ends")
         await connections_back(server)
 
@@ -136,11 +127,7 @@ async def test_curl_reports_a_failed_transfer_when_the_database_fails_mid_stream
         assert curl.stdout is not None
         # curl writes the body to a pipe nobody reads yet: it stops reading the socket, the stream stalls.
         await asyncio.wait_for(curl.stdout.readexactly(1), 10)
-        async with points_locked(big_url):
-            draining = asyncio.create_task(curl.stdout.read())
-            pid = await service_backend_waiting_on_lock(big_url, within=30)
-            await terminate_backend(big_url, pid)
-            body = await asyncio.wait_for(draining, 30)
+        body = await while_the_database_fails(big_url, curl.stdout.read())
         # 56: the connection was reset (the server's abort), 18: the body ended short; never 0.
         assert await asyncio.wait_for(curl.wait(), 30) in (18, 56)
         assert len(body) + 1 < BIG_ROWS * 100

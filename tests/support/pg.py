@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +23,7 @@ ROWS = 2_345
 # stops reading really does hold its stream mid-way.
 BIG_ROWS = 100_000
 BIG_DATABASE = "streaming_api_reliability"
+T = TypeVar("T")
 
 
 async def seed_database(url: str, rows: int) -> None:
@@ -133,3 +135,14 @@ async def terminate_backend(url: str, pid: int) -> None:
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
         await conn.close()
+
+
+async def while_the_database_fails(url: str, reading: Awaitable[T], within: float = 30) -> T:
+    """The database failing mid-stream, on cue: lock the points table (the export's next statement waits on
+    it), run `reading` meanwhile, terminate the backend that waits, and return what `reading` gives (or
+    raise what it raises: an incomplete transfer, as a rule)."""
+    async with points_locked(url):
+        task = asyncio.ensure_future(reading)
+        pid = await service_backend_waiting_on_lock(url, within=within)
+        await terminate_backend(url, pid)
+        return await asyncio.wait_for(task, within)

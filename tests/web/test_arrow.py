@@ -3,7 +3,6 @@ values, typed; both endpoints; batches per page; an aborted stream visibly incom
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 
@@ -14,7 +13,7 @@ import pyarrow.ipc
 import pytest
 
 from tests.support.bodies import ENDPOINTS, raw_rows
-from tests.support.pg import ROWS, points_locked, service_backend_waiting_on_lock, terminate_backend
+from tests.support.pg import ROWS, while_the_database_fails
 from tests.support.running import running
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -98,11 +97,11 @@ async def test_an_aborted_arrow_stream_has_no_end_of_stream_marker(big_settings,
     async with running(big_settings) as server, aiohttp.ClientSession() as session:
         response = await session.get(f"{server.url}/chunked?format=arrow", headers=auth)
         received = bytearray()
-        async with points_locked(big_url):
-            pid = await service_backend_waiting_on_lock(big_url, within=30)
-            await terminate_backend(big_url, pid)
-            with pytest.raises(aiohttp.ClientPayloadError):
-                async with asyncio.timeout(30):
-                    async for data in response.content.iter_any():
-                        received.extend(data)
+
+        async def read() -> None:
+            async for data in response.content.iter_any():
+                received.extend(data)
+
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await while_the_database_fails(big_url, read())
     assert not received.endswith(END_OF_STREAM)
