@@ -22,7 +22,7 @@ from .errors import (
     Unauthorized,
 )
 from .records import FORMATS, BodyError, Row, RowParser
-from .stream import ARROW, Batch, stream_batches, stream_rows
+from .stream import ARROW, Batch, load_arrow, stream_batches, stream_rows
 
 # Served from streaming_api.client.arrow on first use (it imports pyarrow).
 _ARROW_NAMES = ("read_table", "stream_record_batches")
@@ -53,7 +53,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _ARROW_NAMES:
-        from . import arrow
-
-        return getattr(arrow, name)
+        return getattr(load_arrow(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .errors import Retry, RowCount
 from .records import FORMATS, BodyError
-from .stream import ARROW, Batch, stream_batches
+from .stream import ARROW, Batch, load_arrow, stream_batches
 
 if TYPE_CHECKING:
     from .arrow import Message
@@ -207,9 +207,7 @@ def _source(
     """The writer for the format, and what it writes: text batches, or Arrow messages (pyarrow loaded here)."""
     if fmt in FORMATS:
         return BodyWriter(fmt, sink), stream_batches(url, token, fmt, after_id, **options)
-    from .arrow import arrow_messages
-
-    messages = arrow_messages(url, token, after_id, **options)
+    messages = load_arrow().arrow_messages(url, token, after_id, **options)
     if fmt == ARROW:
         return ArrowStreamWriter(sink), messages
     from .parquet import ParquetFileWriter

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -33,9 +34,21 @@ from .resume import Options, columns_argument, resumable
 
 # The client's formats: the server's text formats, and Arrow (which needs pyarrow).
 ARROW = "arrow"
+PYARROW_MISSING = "format='arrow' needs pyarrow: pip install 'streaming_api[arrow]'"
+
+
+def load_arrow() -> ModuleType:
+    """client.arrow, imported on first use: pyarrow is optional, loaded only for the format that needs it."""
+    try:
+        from . import arrow
+    except ImportError as exc:
+        raise ImportError(PYARROW_MISSING) from exc
+    return arrow
+
 
 __all__ = [
     "ARROW",
+    "PYARROW_MISSING",
     "BadRequest",
     "Batch",
     "CannotResume",
@@ -45,6 +58,7 @@ __all__ = [
     "RowCount",
     "StreamError",
     "Unauthorized",
+    "load_arrow",
     "stream_batches",
     "stream_rows",
 ]
@@ -198,9 +212,7 @@ async def stream_rows(
         "compressed": compressed,
     }
     if format == ARROW:
-        from .arrow import stream_record_batches  # pyarrow: loaded only for the format that needs it
-
-        record_batches = stream_record_batches(url, token, after_id, **common)
+        record_batches = load_arrow().stream_record_batches(url, token, after_id, **common)
         async with aclosing(record_batches):
             async for record_batch in record_batches:
                 if as_rows:
