@@ -95,12 +95,13 @@ class _StreamDecoder:
             if len(buffer) - position < 8 + metadata_length:
                 break
             with memoryview(buffer) as view:
-                body = message_body_length(view[position + 8 : position + 8 + metadata_length])
-            end = position + 8 + metadata_length + body
-            if len(buffer) < end:
-                break
-            # One copy per message, into bytes of its own: every buffer pyarrow sees starts 8-aligned.
-            message = self._message(bytes(buffer[position:end]))
+                end = position + 8 + metadata_length
+                end += message_body_length(view[position + 8 : end])
+                if len(buffer) < end:
+                    break
+                # One copy per message, into bytes of its own: every buffer pyarrow sees starts 8-aligned.
+                data = bytes(view[position:end])
+            message = self._message(data)
             position = end
             if message is not None:
                 messages.append(message)
