@@ -30,6 +30,8 @@ EXIT_UNAUTHORIZED = 3
 EXIT_REJECTED = 4
 EXIT_GAVE_UP = 5
 EXIT_INTERRUPTED = 130
+# The time left is shown once the rate has been measured over this long.
+RATE_AFTER_SECONDS = 0.5
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    the download is complete (and, with --out, moved into place)
@@ -120,16 +122,15 @@ def duration_text(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_text(rows: int, nbytes: int, seconds: float, expected: RowCount | None) -> str:
-    """rows, MB and rows/s so far; with a count, the share done and the time left at the rate so far
+def progress_text(rows: int, nbytes: int, seconds: float, expected: RowCount | None, rate: float | None = None) -> str:
+    """rows, MB and rows/s so far; with a count, the share done, and with a `rate` (rows/s) the time left
     ("~" when the count is an estimate)."""
     text = transfer_text(rows, nbytes, seconds)
     if expected is None or expected.rows <= 0:
         return text
     about = "" if expected.exact else "~"
     text += f"  {about}{min(rows / expected.rows, 1):.0%} of {expected}"
-    rate = rows / max(seconds, 1e-9)
-    if 0 < rows < expected.rows:
+    if rate and rows < expected.rows:
         text += f", {about}{duration_text((expected.rows - rows) / rate)} left"
     return text
 
@@ -145,13 +146,20 @@ async def download_with_progress(
     line = StatusLine(messages)
     started = time.perf_counter()
     so_far = transferred or Transferred()
+    # The rate for the time left runs from the first rows on: the wait for them would skew it.
+    first: tuple[float, int] | None = None
 
     def on_retry(event: Retry) -> None:
         line.print(f"fetch: {event}")
 
     def on_progress(rows: int, nbytes: int) -> None:
+        nonlocal first
+        now = time.perf_counter()
         so_far.rows, so_far.bytes = rows, nbytes
-        line.show(progress_text(rows, nbytes, time.perf_counter() - started, so_far.expected), throttle=True)
+        first = first or (now, rows)
+        measured, since = now - first[0], rows - first[1]
+        rate = since / measured if measured >= RATE_AFTER_SECONDS and since > 0 else None
+        line.show(progress_text(rows, nbytes, now - started, so_far.expected, rate), throttle=True)
 
     def on_count(count: RowCount) -> None:
         so_far.expected = count

@@ -93,13 +93,17 @@ async def test_download_writes_only_the_columns_asked_for(server, token, tmp_pat
 
 
 def test_progress_shows_the_share_done_and_the_time_left():
-    text = progress_text(250, 1_000_000, 1.0, RowCount(1_000, exact=True))
+    text = progress_text(250, 1_000_000, 1.0, RowCount(1_000, exact=True), rate=250)
     assert text.endswith("25% of 1,000, 3.0 s left")
 
 
 def test_progress_marks_an_estimate_with_a_tilde():
-    text = progress_text(250, 1_000_000, 1.0, RowCount(1_000, exact=False))
+    text = progress_text(250, 1_000_000, 1.0, RowCount(1_000, exact=False), rate=250)
     assert text.endswith("~25% of ~1,000, ~3.0 s left")
+
+
+def test_progress_says_no_time_left_before_the_rate_is_measured():
+    assert progress_text(250, 1_000_000, 1.0, RowCount(1_000, exact=True)).endswith("25% of 1,000")
 
 
 def test_progress_without_a_count_shows_rows_and_rate_only():

@@ -230,7 +230,9 @@ class Panel {
     set("mb", (this.bytes / 1e6).toFixed(1));
     set("elapsed", formatMs(end - this.startedAt));
     set("rate", seconds > 0 && this.rows ? Math.round(this.rows / seconds).toLocaleString() : "–");
-    const [done, left] = progressTexts(this.rows, seconds, this.expected, this.section.dataset.state);
+    // The rate for the time left runs from the first byte: the wait for it would skew it.
+    const receiving = this.firstByteAt === null ? 0 : (end - this.firstByteAt) / 1000;
+    const [done, left] = progressTexts(this.rows, receiving, this.expected, this.section.dataset.state);
     set("done", done);
     set("left", left);
   }
