@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import TextIO
 
 from yarl import URL
 
-from ..client.download import FetchResult, download
+from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, download
+from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
-from ..client.stream import GaveUp, RequestRejected, Retry, Unauthorized
+from ..columns import KEY
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from .args import non_negative, positive
@@ -28,6 +30,8 @@ EXIT_UNAUTHORIZED = 3
 EXIT_REJECTED = 4
 EXIT_GAVE_UP = 5
 EXIT_INTERRUPTED = 130
+# The time left is shown once the rate has been measured over this long.
+RATE_AFTER_SECONDS = 0.5
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    the download is complete (and, with --out, moved into place)
@@ -35,7 +39,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_USAGE}    bad arguments or settings
   {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
   {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
-  {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row)
+  {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row), or it
+       dropped and --columns left out id, so there was no id to resume after
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
 """
 
@@ -53,11 +58,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     fetch.add_argument("--url", help="endpoint URL (default: http://HOST:PORT/chunked from the settings)")
     fetch.add_argument("--token", help="JWT to send (default: mint one with the local settings' key)")
-    fetch.add_argument("--format", choices=FORMATS, default="ndjson", help="body format (default: ndjson)")
+    fetch.add_argument(
+        "--format",
+        choices=FETCH_FORMATS,
+        default="ndjson",
+        help="what to write (default: ndjson): the server's ndjson, csv, json or text as they are; arrow, an Arrow "
+        "IPC stream file; parquet, a Parquet file written here from the Arrow stream (needs --out)",
+    )
     fetch.add_argument("--out", type=Path, help="file to write (default: stdout)")
     fetch.add_argument("--limit", type=non_negative, help="at most this many rows (default: all)")
     fetch.add_argument("--after-id", type=non_negative, default=0, help="start after this id (default: 0)")
     fetch.add_argument("--page-size", type=positive, help="rows per chunk (/chunked only; default: the server's)")
+    fetch.add_argument(
+        "--columns",
+        help="comma-separated columns, in this order (default: all); without id a drop cannot be resumed",
+    )
     fetch.add_argument(
         "--retries",
         type=non_negative,
@@ -87,10 +102,37 @@ def endpoint_url(url: str) -> str:
 
 @dataclass
 class Transferred:
-    """What has arrived so far (for the line an interrupted download prints)."""
+    """What has arrived so far (for the line an interrupted download prints), and how many rows to expect."""
 
     rows: int = 0
     bytes: int = 0
+    expected: RowCount | None = None
+
+
+def duration_text(seconds: float) -> str:
+    """12 s, 4.2 s, 3 min 05 s, 1 h 02 min."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_text(rows: int, nbytes: int, seconds: float, expected: RowCount | None, rate: float | None = None) -> str:
+    """rows, MB and rows/s so far; with a count, the share done, and with a `rate` (rows/s) the time left
+    ("~" when the count is an estimate)."""
+    text = transfer_text(rows, nbytes, seconds)
+    if expected is None or expected.rows <= 0:
+        return text
+    about = "" if expected.exact else "~"
+    text += f"  {about}{min(rows / expected.rows, 1):.0%} of {expected}"
+    if rate and rows < expected.rows:
+        text += f", {about}{duration_text((expected.rows - rows) / rate)} left"
+    return text
 
 
 async def download_with_progress(
@@ -104,13 +146,23 @@ async def download_with_progress(
     line = StatusLine(messages)
     started = time.perf_counter()
     so_far = transferred or Transferred()
+    # The rate for the time left runs from the first rows on: the wait for them would skew it.
+    first: tuple[float, int] | None = None
 
     def on_retry(event: Retry) -> None:
         line.print(f"fetch: {event}")
 
     def on_progress(rows: int, nbytes: int) -> None:
+        nonlocal first
+        now = time.perf_counter()
         so_far.rows, so_far.bytes = rows, nbytes
-        line.show(transfer_text(rows, nbytes, time.perf_counter() - started), throttle=True)
+        first = first or (now, rows)
+        measured, since = now - first[0], rows - first[1]
+        rate = since / measured if measured >= RATE_AFTER_SECONDS and since > 0 else None
+        line.show(progress_text(rows, nbytes, now - started, so_far.expected, rate), throttle=True)
+
+    def on_count(count: RowCount) -> None:
+        so_far.expected = count
 
     try:
         result = await download(
@@ -121,9 +173,11 @@ async def download_with_progress(
             limit=args.limit,
             after_id=args.after_id,
             page_size=args.page_size,
+            columns=args.columns,
             retries=args.retries,
             on_retry=on_retry,
             on_progress=on_progress,
+            on_count=on_count,
             compressed=args.compressed,
         )
     except BaseException:
@@ -131,6 +185,17 @@ async def download_with_progress(
         raise
     line.finish(transfer_text(result.rows, result.bytes, result.seconds))
     return result
+
+
+def _format_problem(args: argparse.Namespace) -> str | None:
+    """Why the format cannot be written here, if it cannot."""
+    if args.format in FORMATS:
+        return None
+    if importlib.util.find_spec("pyarrow") is None:
+        return f"--format {args.format} needs pyarrow: pip install 'streaming_api[arrow]'"
+    if args.format == PARQUET and args.out is None:
+        return "--format parquet writes a file: give --out (Parquet cannot be streamed to stdout)"
+    return None
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -144,6 +209,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.resolve().parent.is_dir():
         print(f"fetch: no such directory for --out: {args.out.resolve().parent}", file=sys.stderr)
         return EXIT_USAGE
+    if problem := _format_problem(args):
+        print(f"fetch: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.columns is not None and KEY not in (name.strip() for name in args.columns.split(",")):
+        print(f"fetch: --columns without {KEY}: a dropped connection cannot be resumed", file=sys.stderr)
     so_far = Transferred()
     try:
         result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))
@@ -161,7 +231,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except RequestRejected as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_REJECTED
-    except GaveUp as exc:
+    except (GaveUp, CannotResume) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
     except (BodyError, OSError, ValueError) as exc:

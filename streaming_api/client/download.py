@@ -3,6 +3,10 @@
 The file holds the server's own bytes: the header (CSV) or "[" (JSON) of the first response, then
 every record exactly as received, joined with the format's separators. A download that resumed
 is byte for byte the one that did not.
+
+arrow: one IPC stream, the first response's schema message, every record batch's message as received,
+the end-of-stream marker: read back, the uninterrupted download's table (its batches may be cut
+differently). parquet: that stream written as a Parquet file in row groups (client/parquet.py).
 """
 
 from __future__ import annotations
@@ -12,13 +16,24 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from .records import BodyError
-from .stream import Batch, Retry, stream_batches
+from .errors import Retry, RowCount
+from .records import FORMATS, BodyError
+from .stream import ARROW, Batch, load_arrow, stream_batches
+
+if TYPE_CHECKING:
+    from .arrow import Message
+
+PARQUET = "parquet"
+# What fetch can write: the server's text formats as they are, its Arrow stream, and Parquet made from it.
+FETCH_FORMATS = (*FORMATS, ARROW, PARQUET)
+# End of an Arrow IPC stream (as client.arrow.END_OF_STREAM, without importing pyarrow here).
+_ARROW_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 # Between records, and after the last one, as the service writes each format.
 SEPARATORS = {"ndjson": b"\n", "csv": b"\n", "text": b"\n", "json": b",\n"}
@@ -61,6 +76,41 @@ class BodyWriter:
         self.bytes_written += len(data)
 
 
+class ArrowStreamWriter:
+    """Writes the schema message, each record batch's message as received, then the end-of-stream marker."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._schema_written = False
+        self.bytes_written = 0
+
+    def write(self, message: Message) -> None:
+        if message.batch is None:
+            if self._schema_written:
+                raise BodyError("a second schema message")
+            self._schema_written = True
+        elif not self._schema_written:
+            raise BodyError("a record batch before the schema")
+        self._write(message.data)
+
+    def finish(self) -> None:
+        if not self._schema_written:
+            raise BodyError("no response reached its schema")
+        self._write(_ARROW_END_OF_STREAM)
+
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self.bytes_written += len(data)
+
+
+class _Writer(Protocol):
+    bytes_written: int
+
+    def write(self, item: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class FetchResult:
     rows: int
@@ -101,16 +151,24 @@ async def download(
     limit: int | None = None,
     after_id: int = 0,
     page_size: int | None = None,
+    columns: Sequence[str] | str | None = None,
     retries: int = 5,
     backoff: float = 0.5,
     on_retry: Callable[[Retry], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_count: Callable[[RowCount], None] | None = None,
     compressed: bool = True,
 ) -> FetchResult:
-    """Download to `out` (or stdout); raises the client's errors, leaving no file behind on failure.
+    """Download to `out` (or stdout; parquet needs a file); raises the client's errors, leaving no file
+    behind on failure.
 
-    on_retry is told of each retry before the wait; on_progress(rows, bytes written) after each batch.
+    on_retry is told of each retry before the wait; on_progress(rows, bytes written) after each batch;
+    on_count what each response announces (see stream_rows).
     """
+    if fmt not in FETCH_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FETCH_FORMATS)}")
+    if fmt == PARQUET and out is None:
+        raise ValueError("a Parquet file needs a file to write to (--out), not stdout")
     retried = 0
 
     def retrying(event: Retry) -> None:
@@ -119,25 +177,45 @@ async def download(
         if on_retry is not None:
             on_retry(event)
 
+    options: dict[str, Any] = {
+        "limit": limit,
+        "page_size": page_size,
+        "columns": columns,
+        "retries": retries,
+        "backoff": backoff,
+        "on_retry": retrying,
+        "on_count": on_count,
+        "compressed": compressed,
+    }
     started = time.perf_counter()
     rows = 0
     with _output(out) as sink:
-        writer = BodyWriter(fmt, sink)
-        async for batch in stream_batches(
-            url,
-            token,
-            fmt,
-            after_id,
-            limit=limit,
-            page_size=page_size,
-            retries=retries,
-            backoff=backoff,
-            on_retry=retrying,
-            compressed=compressed,
-        ):
-            writer.write(batch)
-            rows += len(batch.rows)
-            if on_progress is not None:
-                on_progress(rows, writer.bytes_written)
+        writer, items = _source(url, token, fmt, after_id, options, sink)
+        async with aclosing(items):
+            async for item in items:
+                writer.write(item)
+                rows += _rows(item)
+                if on_progress is not None:
+                    on_progress(rows, writer.bytes_written)
         writer.finish()
     return FetchResult(rows, writer.bytes_written, time.perf_counter() - started, retried)
+
+
+def _source(
+    url: str, token: str, fmt: str, after_id: int, options: dict[str, Any], sink: BinaryIO
+) -> tuple[_Writer, AsyncIterator[Any]]:
+    """The writer for the format, and what it writes: text batches, or Arrow messages (pyarrow loaded here)."""
+    if fmt in FORMATS:
+        return BodyWriter(fmt, sink), stream_batches(url, token, fmt, after_id, **options)
+    messages = load_arrow().arrow_messages(url, token, after_id, **options)
+    if fmt == ARROW:
+        return ArrowStreamWriter(sink), messages
+    from .parquet import ParquetFileWriter
+
+    return ParquetFileWriter(sink), messages
+
+
+def _rows(item: Batch | Message) -> int:
+    if isinstance(item, Batch):
+        return len(item.rows)
+    return 0 if item.batch is None else item.batch.num_rows

@@ -29,12 +29,14 @@ class RowParser:
     """Feed bytes as they arrive; get complete rows back. close() says whether the body was whole.
 
     ndjson and json give dicts; csv and text give lists of strings (the header is checked, not returned).
+    `columns` are the ones the body carries, in order (columns=): every column by default.
     """
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, columns: tuple[str, ...] = COLUMNS) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
         self.format = fmt
+        self.columns = tuple(columns)
         self._bytes = b""
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -137,12 +139,13 @@ class RowParser:
         records = list(csv.reader(io.StringIO(text[:end], newline="")))
         if not self._header_seen:
             header, records = records[0], records[1:]
-            if tuple(header) != COLUMNS:
+            if tuple(header) != self.columns:
                 raise BodyError(f"unexpected CSV header {header!r}")
             self._header_seen = True
+        width = len(self.columns)
         for record in records:
-            if len(record) != len(COLUMNS):
-                raise BodyError(f"CSV record with {len(record)} fields, expected {len(COLUMNS)}: {str(record)[:80]}")
+            if len(record) != width:
+                raise BodyError(f"CSV record with {len(record)} fields, expected {width}: {str(record)[:80]}")
         return records
 
 
@@ -151,9 +154,10 @@ def parse_body(fmt: str, body: bytes) -> list[Row]:
     return parser.feed(body) + parser.close()
 
 
-def row_id(row: Row) -> int:
+def row_id(row: Row, position: int = 0) -> int:
+    """A row's id: its "id" key, or for a CSV record its field at `position` (where columns= put the id)."""
     try:
-        return int(row["id"] if isinstance(row, dict) else row[0])
+        return int(row["id"] if isinstance(row, dict) else row[position])
     except (KeyError, IndexError, TypeError, ValueError):
         raise BodyError(f"row without a valid id: {str(row)[:80]}") from None
 

@@ -81,7 +81,9 @@ class Terminal(io.StringIO):
 
 
 def _fetch_args(out: Path) -> argparse.Namespace:
-    return argparse.Namespace(format="csv", out=out, limit=None, after_id=0, page_size=None, retries=5, compressed=True)
+    return argparse.Namespace(
+        format="csv", out=out, limit=None, after_id=0, page_size=None, columns=None, retries=5, compressed=True
+    )
 
 
 async def test_download_shows_progress_on_a_terminal(server, token, tmp_path):

@@ -129,3 +129,23 @@ async def test_a_script_error_on_the_page_is_seen(page, page_server):
     await page.evaluate("() => { setTimeout(() => { throw new Error('planted'); }); }")
     await page.wait_for_function("() => new Promise((done) => setTimeout(() => done(true), 50))", within=10)
     assert any("planted" in error for error in page.errors)
+
+
+@in_chromium
+async def test_a_panel_shows_how_much_of_the_announced_count_arrived(page, page_server, token):
+    await page.goto(str(page_server.make_url(f"/#token={token}")))
+    await page.click("#standard .run")  # /standard always announces its exact count
+    await page.wait_for_function(
+        "() => document.querySelector('#standard').dataset.state !== 'running'", within=RUN_DEADLINE_SECONDS
+    )
+    panels = await _panels(page)
+    assert panels["standard"]["expected"] == str(PAGE_ROWS)
+    assert await page.inner_text("#standard [data-counter=done]") == "100%"
+
+
+@in_chromium
+@pytest.mark.parametrize(("exact", "texts"), [(True, ["25%", "3.00 s"]), (False, ["~25%", "~3.00 s"])])
+async def test_the_share_done_and_the_time_left_follow_the_count(page, page_server, exact, texts):
+    await page.goto(str(page_server.make_url("/")))
+    shown = await page.evaluate(f"() => progressTexts(250, 1, {{rows: 1000, exact: {str(exact).lower()}}}, 'running')")
+    assert shown == texts

@@ -97,6 +97,7 @@ class Panel {
     this.finishedAt = null;
     this.rows = 0;
     this.bytes = 0;
+    this.expected = null;
     this.dirtyFrom = HEIGHT;
     this.dirtyTo = -1;
     this.samples = [];
@@ -142,6 +143,8 @@ class Panel {
         this.refused(response.status, body.error || "error", body.detail || response.statusText);
         return;
       }
+      this.expected = expectedRows(response.headers);
+      if (this.expected) this.section.dataset.expected = `${this.expected.exact ? "" : "~"}${this.expected.rows}`;
       await this.read(response.body.getReader());
       this.finish("done", `done: ${this.rows.toLocaleString()} rows`);
     } catch (error) {
@@ -227,7 +230,32 @@ class Panel {
     set("mb", (this.bytes / 1e6).toFixed(1));
     set("elapsed", formatMs(end - this.startedAt));
     set("rate", seconds > 0 && this.rows ? Math.round(this.rows / seconds).toLocaleString() : "–");
+    // The rate for the time left runs from the first byte: the wait for it would skew it.
+    const receiving = this.firstByteAt === null ? 0 : (end - this.firstByteAt) / 1000;
+    const [done, left] = progressTexts(this.rows, receiving, this.expected, this.section.dataset.state);
+    set("done", done);
+    set("left", left);
   }
+}
+
+// ---- how far: the rows the response announced (X-Row-Count, or X-Row-Count-Estimate) ----
+
+function expectedRows(headers) {
+  const exact = headers.get("X-Row-Count");
+  const text = exact ?? headers.get("X-Row-Count-Estimate");
+  const rows = text === null ? NaN : Number(text);
+  return Number.isInteger(rows) && rows >= 0 ? { rows, exact: exact !== null } : null;
+}
+
+// The share done and the time left at the rate so far; "~" when the count is an estimate.
+function progressTexts(rows, seconds, expected, state) {
+  if (state === "done") return ["100%", "–"]; // whatever the estimate said, every row arrived
+  if (!expected) return ["–", "–"];
+  const about = expected.exact ? "" : "~";
+  const share = expected.rows > 0 ? Math.min(rows / expected.rows, 1) : 1;
+  const done = `${about}${Math.floor(share * 100)}%`;
+  if (state !== "running" || rows === 0 || rows >= expected.rows || seconds <= 0) return [done, "–"];
+  return [done, `${about}${formatMs(((expected.rows - rows) / (rows / seconds)) * 1000)}`];
 }
 
 function formatMs(ms) {

@@ -1,0 +1,219 @@
+"""format=arrow in the client: record batches as their last byte arrives, resuming after drops (needs pyarrow).
+
+    table = await read_table("http://127.0.0.1:8080/chunked", token)
+    async for batch in stream_record_batches(url, token):   # pyarrow.RecordBatch, one per page
+        ...
+
+The body is an Arrow IPC stream: the schema message, one record batch per page, the end-of-stream
+marker. pyarrow decodes only from a whole source, so this reads the framing itself (the continuation
+marker, the metadata's length, the flatbuffer Message's bodyLength) and hands pyarrow each message once
+all its bytes are in. A stream that ends without the marker was cut short: it is resumed after the last
+whole batch's last id, and the new response's schema message is checked against the first and skipped,
+so the batches read as one stream.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc
+
+from ..columns import KEY
+from .errors import Retry, Retryable, RowCount
+from .records import BodyError
+from .resume import Options, columns_argument, resumable
+
+CONTINUATION = b"\xff\xff\xff\xff"
+END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
+# The flatbuffer Message table's bodyLength: field 3 (version, header_type, header, bodyLength...).
+_BODY_LENGTH_SLOT = 4 + 2 * 3
+
+
+def message_body_length(metadata: memoryview) -> int:
+    """bodyLength (an int64) of a serialized flatbuffer org.apache.arrow.flatbuf.Message."""
+    try:
+        table = struct.unpack_from("<I", metadata, 0)[0]
+        vtable = table - struct.unpack_from("<i", metadata, table)[0]
+        vtable_size = struct.unpack_from("<H", metadata, vtable)[0]
+        if vtable_size < _BODY_LENGTH_SLOT + 2:
+            return 0  # the field is absent: no body
+        field = struct.unpack_from("<H", metadata, vtable + _BODY_LENGTH_SLOT)[0]
+        length = 0 if field == 0 else struct.unpack_from("<q", metadata, table + field)[0]
+    except struct.error:
+        raise BodyError("corrupt Arrow IPC message metadata") from None
+    if length < 0:
+        raise BodyError("corrupt Arrow IPC message (negative body length)")
+    return length
+
+
+@dataclass(frozen=True)
+class Message:
+    """One IPC message as received: the schema (batch None) or a record batch, and its exact bytes."""
+
+    schema: pa.Schema
+    batch: pa.RecordBatch | None
+    data: bytes
+
+
+class _StreamDecoder:
+    """One response's IPC stream, decoded as it arrives. `schemas` holds the first response's schema:
+    a resumed response's must equal it, and is not handed on again."""
+
+    def __init__(self, schemas: list[pa.Schema]) -> None:
+        self._schemas = schemas
+        self._schema: pa.Schema | None = None
+        self._buffer = bytearray()
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[Message]:
+        if self._finished:
+            if data:
+                raise BodyError("bytes after the Arrow end-of-stream marker")
+            return []
+        buffer = self._buffer
+        buffer += data
+        messages: list[Message] = []
+        position = 0
+        while len(buffer) - position >= 8:
+            if buffer[position : position + 4] != CONTINUATION:
+                raise BodyError("not an Arrow IPC stream (no continuation marker)")
+            metadata_length = struct.unpack_from("<i", buffer, position + 4)[0]
+            if metadata_length == 0:
+                self._finished = True
+                position += 8
+                if len(buffer) > position:
+                    raise BodyError("bytes after the Arrow end-of-stream marker")
+                break
+            if metadata_length < 0:
+                raise BodyError("corrupt Arrow IPC stream (negative metadata length)")
+            if len(buffer) - position < 8 + metadata_length:
+                break
+            with memoryview(buffer) as view:
+                end = position + 8 + metadata_length
+                end += message_body_length(view[position + 8 : end])
+                if len(buffer) < end:
+                    break
+                # One copy per message, into bytes of its own: every buffer pyarrow sees starts 8-aligned.
+                data = bytes(view[position:end])
+            message = self._message(data)
+            position = end
+            if message is not None:
+                messages.append(message)
+        if position:
+            del buffer[:position]
+        return messages
+
+    def _message(self, data: bytes) -> Message | None:
+        try:
+            message = pa.ipc.read_message(pa.py_buffer(data))
+            if message.type == "schema":
+                return self._schema_message(pa.ipc.read_schema(message), data)
+            if message.type != "record batch":
+                raise BodyError(f"unexpected Arrow IPC message {message.type!r}")
+            if self._schema is None:
+                raise BodyError("an Arrow record batch before the schema")
+            return Message(self._schema, pa.ipc.read_record_batch(message, self._schema), data)
+        except pa.ArrowException as exc:
+            raise BodyError(f"malformed Arrow IPC message: {exc}") from None
+
+    def _schema_message(self, schema: pa.Schema, data: bytes) -> Message | None:
+        if self._schema is not None:
+            raise BodyError("a second schema in one Arrow stream")
+        self._schema = schema
+        if not self._schemas:
+            self._schemas.append(schema)
+            return Message(schema, None, data)
+        if not schema.equals(self._schemas[0]):
+            raise BodyError(f"the resumed response's schema differs: {schema} after {self._schemas[0]}")
+        return None  # a resumed response: its batches carry on the first stream
+
+    def close(self) -> None:
+        if not self._finished:
+            raise Retryable("the Arrow stream ended before its end-of-stream marker (incomplete transfer)")
+
+    def advance(self, message: Message, last_id: int) -> tuple[int, int]:
+        batch = message.batch
+        if batch is None or batch.num_rows == 0:
+            return 0, last_id
+        index = batch.schema.get_field_index(KEY)
+        if index < 0:
+            return batch.num_rows, last_id  # columns= left the id out: nothing to check or resume after
+        ids = batch.column(index).to_numpy()
+        if ids[0] <= last_id or (ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
+            raise BodyError(f"ids {ids[0]}..{ids[-1]} after id {last_id}: duplicated or out of order rows")
+        return batch.num_rows, int(ids[-1])
+
+
+async def arrow_messages(
+    url: str,
+    token: str,
+    after_id: int = 0,
+    *,
+    limit: int | None = None,
+    page_size: int | None = None,
+    columns: Sequence[str] | str | None = None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    read_timeout: float = 60.0,
+    session: aiohttp.ClientSession | None = None,
+    on_retry: Callable[[Retry], None] | None = None,
+    on_count: Callable[[RowCount], None] | None = None,
+    compressed: bool = True,
+) -> AsyncIterator[Message]:
+    """The schema message once, then every record batch's message, across resumes (one valid stream
+    once END_OF_STREAM follows them); see stream_rows for the arguments."""
+    options: Options[Message] = Options(
+        url,
+        token,
+        "arrow",
+        after_id,
+        limit=limit,
+        page_size=page_size,
+        columns=columns_argument(columns),
+        retries=retries,
+        backoff=backoff,
+        read_timeout=read_timeout,
+        session=session,
+        on_retry=on_retry,
+        on_count=on_count,
+        compressed=compressed,
+    )
+    schemas: list[pa.Schema] = []
+    messages = resumable(options, lambda: _StreamDecoder(schemas))
+    async with aclosing(messages):
+        async for message in messages:
+            yield message
+
+
+async def stream_record_batches(
+    url: str, token: str, after_id: int = 0, **options: object
+) -> AsyncIterator[pa.RecordBatch]:
+    """pyarrow.RecordBatch objects as each arrives (one per page), resuming after drops; the arguments
+    are stream_rows's (limit, page_size, columns, retries, on_count...)."""
+    messages = arrow_messages(url, token, after_id, **options)  # type: ignore[arg-type]
+    async with aclosing(messages):
+        async for message in messages:
+            if message.batch is not None:
+                yield message.batch
+
+
+async def read_table(url: str, token: str, after_id: int = 0, **options: object) -> pa.Table:
+    """The whole export as one pyarrow.Table, equal to an uninterrupted download's whatever the drops
+    (resumed as stream_rows does); the arguments are stream_rows's."""
+    schema: pa.Schema | None = None
+    batches: list[pa.RecordBatch] = []
+    messages = arrow_messages(url, token, after_id, **options)  # type: ignore[arg-type]
+    async with aclosing(messages):
+        async for message in messages:
+            schema = message.schema
+            if message.batch is not None:
+                batches.append(message.batch)
+    if schema is None:
+        raise BodyError("no response reached its schema")
+    return pa.Table.from_batches(batches, schema=schema)

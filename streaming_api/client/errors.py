@@ -1,0 +1,163 @@
+"""What the client raises, and what it tells on_retry and on_count: one module every reader shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+# A server's Retry-After is honoured up to this long.
+MAX_RETRY_AFTER_SECONDS = 30.0
+
+
+class StreamError(Exception):
+    """Base of the errors stream_rows raises (besides BodyError for a malformed body)."""
+
+
+class RequestRejected(StreamError):
+    """The server refused the request (a 4xx other than 429); retrying would not help."""
+
+    def __init__(self, status: int, error: str, detail: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.body = body or {}
+
+
+class Unauthorized(RequestRejected):
+    """401: the token is missing, malformed, expired or signed with another key."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} (python run.py token mints a token)"
+
+
+class BadRequest(RequestRejected):
+    """400: a query parameter was refused; `parameter` names it when the server said which."""
+
+    @property
+    def parameter(self) -> str | None:
+        return self.body.get("parameter")
+
+
+class GaveUp(StreamError):
+    """The connection kept failing: `attempts` in a row failed, none after the first bringing a row.
+
+    `last_id` is where to resume.
+    """
+
+    def __init__(self, attempts: int, rows: int, last_id: int, reason: str) -> None:
+        super().__init__(
+            f"gave up after {attempts} failed attempts in a row ({reason}); "
+            f"{rows:,} rows received, last id {last_id} (resume with after_id={last_id})"
+        )
+        self.attempts = attempts
+        self.rows = rows
+        self.last_id = last_id
+        self.reason = reason
+
+
+class CannotResume(StreamError):
+    """The connection failed after rows arrived, and the columns asked for leave out `id`: there is no
+    id to resume after, so the client stops rather than guess (ask for `id` among the columns to resume)."""
+
+    def __init__(self, rows: int, reason: str) -> None:
+        super().__init__(
+            f"{reason} after {rows:,} rows, and without the id column there is no id to resume after "
+            "(include id in columns to resume after drops)"
+        )
+        self.rows = rows
+        self.reason = reason
+
+
+class Retryable(Exception):
+    """One attempt failed in a way a new request may cure."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What on_retry is told before the client waits and asks again."""
+
+    attempt: int
+    retries: int
+    delay: float
+    reason: str
+    rows: int
+    last_id: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.reason}; {self.rows:,} rows so far: resuming after id {self.last_id} "
+            f"in {self.delay:.1f} s (retry {self.attempt} of {self.retries})"
+        )
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """What on_count is told when a response says how many rows it carries (X-Row-Count, or
+    X-Row-Count-Estimate when `exact` is False).
+
+    `rows` is the whole stream's: the rows received before this response (a resumed one asks only for
+    the rest) plus the rows the response announces. `received` is that first part.
+    """
+
+    rows: int
+    exact: bool
+    received: int = 0
+
+    def __str__(self) -> str:
+        return f"{'' if self.exact else '~'}{self.rows:,}"
+
+
+def announced_count(headers: Any, received: int) -> RowCount | None:
+    """The count a response's headers announce, added to the rows received before it; None without one."""
+    for name, exact in (("X-Row-Count", True), ("X-Row-Count-Estimate", False)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                rows = int(value)
+            except ValueError:
+                return None
+            return RowCount(received + rows, exact, received) if rows >= 0 else None
+    return None
+
+
+async def rejection(response: aiohttp.ClientResponse) -> RequestRejected:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    error = str(body.get("error") or response.reason or "error")
+    detail = str(body.get("detail") or f"HTTP {response.status}")
+    kind = {401: Unauthorized, 400: BadRequest}.get(response.status, RequestRejected)
+    return kind(response.status, error, detail, body)
+
+
+def retry_after(response: aiohttp.ClientResponse) -> float | None:
+    try:
+        return min(float(response.headers["Retry-After"]), MAX_RETRY_AFTER_SECONDS)
+    except (KeyError, ValueError):
+        return None
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, Retryable):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection dropped mid-body (incomplete transfer)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    text = str(exc).split("\n")[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
