@@ -114,15 +114,12 @@ def _count_up_to() -> Select:
 COUNT_UP_TO = compile_statement(_count_up_to())
 
 
-def expected_rows_statement() -> Statement:
-    """What tells how many rows an export will carry, cheaply: the rows after after_id counted up to `up_to`
-    (an index-only walk that stops early), and for an estimate beyond that, the table's row estimate
-    (pg_class.reltuples) and its smallest and largest ids (two index lookups)."""
-    counted = _count_up_to().scalar_subquery()
+def table_stats_statement() -> Statement:
+    """What an estimate of an export's rows rests on: the table's row estimate (pg_class.reltuples, kept by
+    ANALYZE and autovacuum) and its smallest and largest ids (two index lookups)."""
     reltuples = literal_column(f"(SELECT reltuples FROM pg_class WHERE oid = '{points.name}'::regclass)")
     return compile_statement(
         select(
-            counted.label("counted"),
             cast(reltuples, BigInteger).label("estimated_total"),
             select(func.min(points.c.id)).scalar_subquery().label("min_id"),
             select(func.max(points.c.id)).scalar_subquery().label("max_id"),

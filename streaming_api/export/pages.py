@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..db.lanes import Lanes
-from ..db.statements import MAX_ID, Statement, expected_rows_statement, page_statement, plan_statement
+from ..db.statements import MAX_ID, Statement, page_statement, plan_statement
 from .layout import Layout
 from .request import Export
 
@@ -54,7 +54,6 @@ class PageQueries:
 
     def __init__(self) -> None:
         self.plan = plan_statement()
-        self.expected_rows = expected_rows_statement()
         self._pages: dict[int, Statement] = {}
 
     def page_sql(self, layout: Layout, spec: PageSpec) -> str:

@@ -10,6 +10,7 @@ from ..db.database import Database
 from ..db.lanes import Lanes
 from ..db.pool import close_pool, create_pool
 from ..db.sources import sources_for
+from ..export.count import RowCounter
 from ..export.formats import BY_EXTENSION
 from ..export.pages import PageQueries
 from ..settings import Settings
@@ -17,6 +18,7 @@ from ..tokens import load_keys
 from . import browser, handlers, logfilters
 from .guards import StandardSlots
 from .keys import (
+    COUNTER,
     DATABASE,
     DATABASE_STATE,
     KEYS,
@@ -96,6 +98,7 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
     app[DATABASE_STATE] = DatabaseState()
     app[KEYS] = load_keys(settings)
     app[QUERIES] = PageQueries()
+    app[COUNTER] = RowCounter()
     app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)
     shutdown.install(app)
     cors.install(app)

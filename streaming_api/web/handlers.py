@@ -18,14 +18,14 @@ from aiohttp import ClientConnectionResetError, HttpVersion11, web
 from ..db.lanes import Lanes
 from ..db.pool import DB_ERRORS
 from ..db.sources import Source, where
-from ..export.count import RowCount, expected_rows
+from ..export.count import RowCount
 from ..export.formats import BY_EXTENSION, NotAcceptable
 from ..export.pages import Chunk, encoded_chunks
 from ..export.request import BadParameter, Export, FormatUnavailable, parse_export
 from ..settings import Settings
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import LANES, QUERIES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
+from .keys import COUNTER, LANES, QUERIES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
 from .middleware.auth import requires_token
 from .sending import ClientGone, ClientTooSlow, abort, send_within
 
@@ -108,7 +108,7 @@ def _count_headers(response: web.StreamResponse, count: RowCount | None) -> None
 
 
 def _start_counting(request: web.Request, export: Export, lanes: Lanes) -> asyncio.Task[RowCount]:
-    task = asyncio.ensure_future(expected_rows(lanes, request.app[QUERIES].expected_rows, export))
+    task = asyncio.ensure_future(request.app[COUNTER].expected(lanes, export))
     # Its outcome may be dropped (the headers went without it): never a "never retrieved" warning.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
     return task

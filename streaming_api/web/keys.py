@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..db.lanes import Lanes
 from ..db.sources import Sources
+from ..export.count import RowCounter
 from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import Keys
@@ -38,6 +39,7 @@ ROWS = web.AppKey("rows", int)
 DATABASE = web.AppKey("database", str)
 DATABASE_STATE = web.AppKey("database_state", DatabaseState)
 QUERIES = web.AppKey("page_queries", PageQueries)
+COUNTER = web.AppKey("row_counter", RowCounter)
 STANDARD_SLOTS = web.AppKey("standard_slots", StandardSlots)
 # The tasks serving requests right now, so shutdown can wait for them or cancel them.
 IN_FLIGHT = web.AppKey("in_flight", set[asyncio.Task])
