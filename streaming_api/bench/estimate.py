@@ -23,9 +23,9 @@ SERVER_START_SECONDS = 1.5
 PER_RUN_SECONDS = 0.5
 SEED_SECONDS = 2.0
 DATABASE_START_SECONDS = 2.0
-# Over a link: a body's bytes per row, and how much smaller each coding makes it (NDJSON, measured).
-BODY_BYTES_PER_ROW = 69
-CODING_RATIO = {"identity": 1.0, "zstd": 6.0, "gzip": 4.5}
+# Over a link: a body's bytes per row, and how much smaller each coding makes it (measured, NDJSON).
+BODY_BYTES_PER_ROW = {"ndjson": 121, "json": 121, "csv": 69, "text": 69}
+CODING_RATIO = {"identity": 1.0, "zstd": 6.7, "gzip": 4.5}
 # Compressing costs the server this much more time per request, at least.
 CODING_SLOWER = {"identity": 1.0, "zstd": 1.2, "gzip": 1.3}
 # A link's throughput as a share of its rate (packet headers), and the relay's start.
@@ -46,7 +46,7 @@ def estimate_seconds(options: Options) -> float:
                 times = REQUEST_SECONDS[group.format]
                 request = times[group.endpoint] * scale * CODING_SLOWER.get(group.coding, 1.0)
                 if link is not None:
-                    wire = rows * BODY_BYTES_PER_ROW / CODING_RATIO.get(group.coding, 1.0)
+                    wire = rows * BODY_BYTES_PER_ROW[group.format] / CODING_RATIO.get(group.coding, 1.0)
                     request = max(request, wire / (link.rate_bytes_per_s * LINK_EFFICIENCY)) + link.rtt_ms / 1000
                     total += RELAY_START_SECONDS
                 floor = times["floor"] * scale if group.with_floor else 0.0

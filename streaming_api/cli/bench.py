@@ -177,6 +177,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--plot", type=Path, metavar="PATH.png", help="the three-panel comparison (default: <data dir>/bench.png)"
     )
     parser.add_argument(
+        "--plot-transfer",
+        type=Path,
+        metavar="PATH.png",
+        help="with --link, --encodings or --page-sizes: rows decoded over time per link and coding, bytes on the "
+        "wire, page sizes (default: beside --plot, <name>-transfer.png)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         help="where the bench's own embedded database, its server's log and its outputs go "
@@ -296,8 +303,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         plot(doc, plot_path)
         print(f"Plot: {plot_path}")
         if wanted(doc):
-            plot_transfer(doc, transfer_path(plot_path))
-            print(f"Plot of the codings and links: {transfer_path(plot_path)}")
+            transfer = args.plot_transfer or transfer_path(plot_path)
+            plot_transfer(doc, transfer)
+            print(f"Plot of the links, codings and page sizes: {transfer}")
     if not doc["ok"]:
         print(f"\nbench: {len(doc['failures'])} response(s) FAILED verification (see above)", file=sys.stderr)
         return 1
