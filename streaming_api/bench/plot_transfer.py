@@ -134,10 +134,14 @@ def coding_panel(ax: Any, summaries: list[dict[str, Any]]) -> None:
     firsts = [s["levels"]["1"]["first_row_ms"]["median"] or 0 for s in bars]
     ax.bar(xs, totals, color=[COLORS[s["endpoint"]] for s in bars], alpha=0.75, label="total")
     ax.plot(xs, firsts, "k_", markersize=22, markeredgewidth=2, label="first decoded row")
+    for x, total, first in zip(xs, totals, firsts, strict=True):
+        ax.annotate(f"{total:,.0f}", (x, total), ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{first:,.0f}", (x, first), xytext=(0, -11), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_yscale("log")
     ax.set_xticks(xs, [f"/{s['endpoint']}\n{s['coding']}" for s in bars], fontsize=8)
     ax.set_title("Total and first decoded row, one client (medians)")
-    ax.set_ylabel("ms")
-    ax.grid(alpha=0.3, axis="y")
+    ax.set_ylabel("ms (log scale)")
+    ax.grid(alpha=0.3, axis="y", which="both")
     if bars:
         ax.legend(fontsize=8)
 

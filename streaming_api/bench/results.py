@@ -160,3 +160,20 @@ def downsample(points: list, limit: int = SERIES_POINTS) -> list:
         return points
     step = (len(points) - 1) / (limit - 1)
     return [points[round(i * step)] for i in range(limit)]
+
+
+def thin(points: list, limit: int = SERIES_POINTS) -> list:
+    """At most about twice `limit` of a progress series' points (time first, a growing figure second), the
+    first and the last kept, and a point kept whenever time or the figure moved on by 1/limit of its whole
+    since the last one kept: evenly spaced by index would leave gaps where many small pieces came together."""
+    if len(points) <= limit:
+        return points
+    step_time = (points[-1][0] - points[0][0]) / limit
+    step_value = (points[-1][1] - points[0][1]) / limit
+    kept = [points[0]]
+    for point in points[1:-1]:
+        last = kept[-1]
+        if point[0] - last[0] >= step_time or point[1] - last[1] >= step_value:
+            kept.append(point)
+    kept.append(points[-1])
+    return kept

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..client.records import BodyError, RowParser, row_id, verify_ids
 from .coding import IDENTITY, coding_of, decode_body
-from .results import RequestResult, downsample
+from .results import RequestResult, thin
 from .wire import Received, Response, ResponseError, decode, server_timing
 
 # Bytes fed to the parser at a time; also the resolution of the byte-to-row map.
@@ -156,8 +156,12 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
     result.rows = check.rows
     result.sha256 = check.sha256
     if keep_series:
-        points = downsample(list(zip(response.progress, decoded.decoded_after, strict=True)))
+        series = [
+            (at, decoded_bytes, encoded)
+            for (at, encoded), decoded_bytes in zip(response.progress, decoded.decoded_after, strict=True)
+        ]
         result.timeline = [
-            [round(at * 1000, 2), encoded, check.rows_within(decoded_bytes)] for (at, encoded), decoded_bytes in points
+            [round(at * 1000, 2), encoded, check.rows_within(decoded_bytes)]
+            for at, decoded_bytes, encoded in thin(series)
         ]
     return result
