@@ -95,7 +95,7 @@ def wire_panel(ax: Any, runs: dict[tuple[str, str], dict[str, Any]]) -> None:
 
 
 def page_panel(ax: Any, summaries: list[dict[str, Any]]) -> None:
-    """/chunked at one client by ?page_size=: total (solid) and first decoded row (dotted), per coding."""
+    """/chunked at one client by ?page_size=: total (blue) and first decoded row (gray), one line style per coding."""
     pages = sorted({s["page_size"] for s in summaries if s["endpoint"] == "chunked" and s["page_size"]})
     for coding in dict.fromkeys(s["coding"] for s in summaries):
         found = {
@@ -106,10 +106,9 @@ def page_panel(ax: Any, summaries: list[dict[str, Any]]) -> None:
         present = [p for p in pages if p in found]
         total = [found[p]["total_ms"]["median"] for p in present]
         first = [found[p]["first_row_ms"]["median"] for p in present]
-        ax.plot(
-            present, total, "-o", color=COLORS["chunked"], linestyle=STYLES.get(coding, "-."), label=f"{coding}: total"
-        )
-        ax.plot(present, first, ":s", color="gray", label=f"{coding}: first decoded row", alpha=0.8)
+        style = STYLES.get(coding, "-.")
+        ax.plot(present, total, marker="o", color=COLORS["chunked"], linestyle=style, label=f"{coding}: total")
+        ax.plot(present, first, marker="s", color="gray", linestyle=style, label=f"{coding}: first decoded row")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(pages, [f"{p:,}" for p in pages])
