@@ -6,6 +6,7 @@ run A, whose full matrix took 13 minutes), scaled by rows; clients started toget
 
 from __future__ import annotations
 
+from .plan import groups
 from .results import DEFAULT_ROWS, Options
 
 # Seconds for one request of DEFAULT_ROWS rows at one client: /standard, /chunked, and the COPY floor.
@@ -22,6 +23,14 @@ SERVER_START_SECONDS = 1.5
 PER_RUN_SECONDS = 0.5
 SEED_SECONDS = 2.0
 DATABASE_START_SECONDS = 2.0
+# Over a link: a body's bytes per row, and how much smaller each coding makes it (measured, NDJSON).
+BODY_BYTES_PER_ROW = {"ndjson": 121, "json": 121, "csv": 69, "text": 69}
+CODING_RATIO = {"identity": 1.0, "zstd": 6.7, "gzip": 4.5}
+# Compressing costs the server this much more time per request, at least.
+CODING_SLOWER = {"identity": 1.0, "zstd": 1.2, "gzip": 1.3}
+# A link's throughput as a share of its rate (packet headers), and the relay's start.
+LINK_EFFICIENCY = 0.94
+RELAY_START_SECONDS = 0.3
 
 
 def estimate_seconds(options: Options) -> float:
@@ -32,10 +41,16 @@ def estimate_seconds(options: Options) -> float:
         scale = rows / DEFAULT_ROWS
         if owned:
             total += SEED_SECONDS * scale
-        for fmt in options.formats:
-            times = REQUEST_SECONDS[fmt]
-            for endpoint in options.endpoints:
-                total += _group_seconds(options, times[endpoint] * scale, times["floor"] * scale, owned)
+        for link in options.links or (None,):
+            for group in groups(options, rows):
+                times = REQUEST_SECONDS[group.format]
+                request = times[group.endpoint] * scale * CODING_SLOWER.get(group.coding, 1.0)
+                if link is not None:
+                    wire = rows * BODY_BYTES_PER_ROW[group.format] / CODING_RATIO.get(group.coding, 1.0)
+                    request = max(request, wire / (link.rate_bytes_per_s * LINK_EFFICIENCY)) + link.rtt_ms / 1000
+                    total += RELAY_START_SECONDS
+                floor = times["floor"] * scale if group.with_floor else 0.0
+                total += _group_seconds(options, request, floor, owned)
     return total
 
 

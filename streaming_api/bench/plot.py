@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .stats import main_page_size
+
 COLORS = {"chunked": "#1f77b4", "standard": "#d62728"}
 ENDPOINTS = ("standard", "chunked")
 
@@ -139,8 +141,23 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows, fmt = _pick(doc)
-    groups = {g["endpoint"]: g for g in doc["groups"] if g["rows"] == rows and g["format"] == fmt}
-    summaries = {s["endpoint"]: s for s in doc["summary"] if s["rows"] == rows and s["format"] == fmt}
+
+    first = doc["groups"][0] if doc["groups"] else {}
+    pages = [g.get("page_size") for g in doc["groups"] if g["endpoint"] == "chunked"]
+    page = main_page_size(pages, doc["server"].get("settings", {}).get("page_size"))
+
+    def chosen(g: dict[str, Any]) -> bool:
+        # One series per endpoint: the first link (loopback when it ran), the first coding, one page size.
+        return (
+            g["rows"] == rows
+            and g["format"] == fmt
+            and g.get("link") == first.get("link")
+            and g.get("coding", "identity") == first.get("coding", "identity")
+            and g.get("page_size") == (page if g["endpoint"] == "chunked" else None)
+        )
+
+    groups = {g["endpoint"]: g for g in doc["groups"] if chosen(g)}
+    summaries = {s["endpoint"]: s for s in doc["summary"] if chosen(s)}
     runs = {e: run for e in ENDPOINTS if e in groups and (run := _median_run(groups[e])) is not None}
     floor = next((s["floor"] for s in summaries.values() if s.get("floor")), None)
 

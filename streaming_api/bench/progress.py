@@ -14,6 +14,9 @@ class Progress(Protocol):
     def stage(self, text: str) -> None:
         """What the bench is doing now (starting a server, a floor run...)."""
 
+    def link(self, description: dict) -> None:
+        """A link was built: description["how"] says how (printed: which kind of link the figures come from)."""
+
     def seeding(self) -> Callable[[int, int], None] | None:
         """A callback for seeding progress (rows done, rows in all), or None."""
 
@@ -31,6 +34,9 @@ class Quiet:
     """Shows nothing."""
 
     def stage(self, text: str) -> None:
+        pass
+
+    def link(self, description: dict) -> None:
         pass
 
     def seeding(self) -> Callable[[int, int], None] | None:

@@ -9,19 +9,12 @@ import statistics
 from typing import Any
 
 from .floor import FLOOR_LABELS
+from .report_transfer import coding_headline, link_heading, transfer_table
 from .stats import MB
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+from .tables import mb as _mb
+from .tables import ms as _ms
+from .tables import num as _num
+from .tables import table as _table
 
 
 def _range(spread: dict[str, float | None]) -> str:
@@ -30,19 +23,13 @@ def _range(spread: dict[str, float | None]) -> str:
     return f"{_ms(spread['median'])} ({_ms(spread['min'])}–{_ms(spread['max'])})"
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return [line(header).rstrip(), "  ".join("-" * w for w in widths), *(line(r).rstrip() for r in rows)]
+def _endpoint(s: dict[str, Any]) -> str:
+    """/chunked, or /chunked?page_size=100 when the plan sets one."""
+    return f"/{s['endpoint']}" + (f"?page_size={s['page_size']}" if s.get("page_size") is not None else "")
 
 
-def _mb(nbytes: float | None) -> str:
-    return "-" if nbytes is None else f"{nbytes / MB:,.1f}"
+def _coding(s: dict[str, Any]) -> str:
+    return s.get("coding") or "identity"
 
 
 def _header(doc: dict[str, Any]) -> list[str]:
@@ -111,8 +98,9 @@ def _main_table(groups: list[dict[str, Any]]) -> list[str]:
             growth = st["rss_growth_per_request_bytes"]
             table.append(
                 [
-                    f"/{s['endpoint']}",
+                    _endpoint(s),
                     s["format"],
+                    _coding(s),
                     level,
                     _ms(fb["median"]),
                     _ms(fb["p95"]),
@@ -127,12 +115,13 @@ def _main_table(groups: list[dict[str, Any]]) -> list[str]:
                 ]
             )
         for skip in s["skipped"]:
-            table.append([f"/{s['endpoint']}", s["format"], str(skip["concurrency"]), "skipped (see notes)"])
-    width = 13
+            table.append([_endpoint(s), s["format"], _coding(s), str(skip["concurrency"]), "skipped (see notes)"])
+    width = 14
     table = [row + [""] * (width - len(row)) for row in table]
     header = [
         "endpoint",
         "format",
+        "coding",
         "clients",
         "1st byte p50",
         "p95",
@@ -146,7 +135,7 @@ def _main_table(groups: list[dict[str, Any]]) -> list[str]:
         "verified",
     ]
     return [
-        *_table(header, table, set(range(2, width))),
+        *_table(header, table, set(range(3, width))),
         "1st byte: time to the first body byte. total: time to the last byte. ÷floor: median total ÷ the floor's "
         "(one client).",
         "rows/s, MB/s: one client's at 1 client; above, all clients' together, first request sent to last byte "
@@ -168,8 +157,9 @@ def _server_table(groups: list[dict[str, Any]]) -> list[str]:
                 agree = "yes" if same else "NO"
             table.append(
                 [
-                    f"/{s['endpoint']}",
+                    _endpoint(s),
                     s["format"],
+                    _coding(s),
                     level,
                     _ms(st["headers_ms"]["median"]),
                     _ms(metrics["first_byte_mean_ms"]["median"]) if metrics else "-",
@@ -186,6 +176,7 @@ def _server_table(groups: list[dict[str, Any]]) -> list[str]:
     header = [
         "endpoint",
         "format",
+        "coding",
         "clients",
         "headers",
         "1st byte srv",
@@ -201,7 +192,7 @@ def _server_table(groups: list[dict[str, Any]]) -> list[str]:
     return [
         "",
         "The same requests as the server saw them (/metrics means, Server-Timing db), and the CPU used per run",
-        *_table(header, table, set(range(2, 13)) - {9}),
+        *_table(header, table, set(range(3, 14)) - {10}),
         "srv: the server's own figure; cli: the client's. rows,bytes =: the server's /metrics count of rows and "
         "bytes sent equals what the client received.",
         "db: Server-Timing (for /chunked, its first page only). CPU: per run, from the kernel (the client's also "
@@ -212,8 +203,9 @@ def _server_table(groups: list[dict[str, Any]]) -> list[str]:
 def _healthz_table(groups: list[dict[str, Any]]) -> list[str]:
     healthz = [
         [
-            f"/{s['endpoint']}",
+            _endpoint(s),
             s["format"],
+            _coding(s),
             level,
             str(h["n"]),
             _ms(h["p50"]),
@@ -230,15 +222,21 @@ def _healthz_table(groups: list[dict[str, Any]]) -> list[str]:
     return [
         "",
         "/healthz, asked every 10 ms on a connection of its own while the streams ran (ms)",
-        *_table(["endpoint", "format", "clients", "answers", "p50", "p99", "max", "errors"], healthz, set(range(2, 8))),
+        *_table(
+            ["endpoint", "format", "coding", "clients", "answers", "p50", "p99", "max", "errors"],
+            healthz,
+            set(range(3, 9)),
+        ),
     ]
 
 
 def _headline(doc: dict[str, Any]) -> list[str]:
     out = ["", "Headline figures"]
-    for rows, figures in doc["headline"].items():
+    for key, figures in doc["headline"].items():
         top = figures["top_concurrency"]
-        out.append(f"  {int(rows):,} rows:" if rows != "None" else "  whole table:")
+        rows, _, link = key.partition(" over ")
+        where = f"  {int(rows):,} rows" if rows != "None" else "  whole table"
+        out.append(f"{where} over {link}:" if link else f"{where}:")
         lines = [
             ("/chunked ndjson total ÷ COPY row_to_json floor", _num(figures["chunked_ndjson_total_over_floor"], 2)),
             ("/chunked csv total ÷ COPY csv floor", _num(figures["chunked_csv_total_over_floor"], 2)),
@@ -264,6 +262,7 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     _ms(figures["healthz_p99_ms_during_top_concurrency_chunked"]),
                 ),
             ]
+        lines.extend(coding_headline(figures))
         out.extend(f"    {name:<58} {value}" for name, value in lines)
     return out
 
@@ -288,14 +287,22 @@ def _verdict(doc: dict[str, Any]) -> list[str]:
 def render(doc: dict[str, Any]) -> str:
     out = _header(doc)
     summaries = doc["summary"]
+    links = list(dict.fromkeys(s.get("link") for s in summaries))
     for rows in dict.fromkeys(s["rows"] for s in summaries):
-        groups = [s for s in summaries if s["rows"] == rows]
-        out.append("")
-        out.append(f"── {rows:,} rows ──" if rows else "── the whole table ──")
-        out.extend(_floor_table(groups))
-        out.extend(_main_table(groups))
-        out.extend(_server_table(groups))
-        out.extend(_healthz_table(groups))
+        for link in links:
+            groups = [s for s in summaries if s["rows"] == rows and s.get("link") == link]
+            if not groups:
+                continue
+            out.append("")
+            size = f"{rows:,} rows" if rows else "the whole table"
+            out.append(f"── {size} over {link} ──" if link else f"── {size} ──")
+            if link or len(links) > 1:
+                out.append(link_heading(doc, link))
+            out.extend(_floor_table(groups))
+            out.extend(_main_table(groups))
+            out.extend(transfer_table(groups))
+            out.extend(_server_table(groups))
+            out.extend(_healthz_table(groups))
     out.extend(_headline(doc))
     out.extend(_verdict(doc))
     out.extend(f"Note: {note}" for note in doc["notes"])

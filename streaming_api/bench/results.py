@@ -12,6 +12,7 @@ import asyncpg
 import psutil
 
 from .. import __version__
+from .linkspec import LinkSpec
 
 DEFAULT_ROWS = 500_000
 SERIES_POINTS = 200
@@ -33,6 +34,14 @@ class Options:
     timeout: float = 900.0
     # Worker processes of the bench's own server (serve --workers).
     workers: int = 1
+    # Content codings asked for (Accept-Encoding), one group each; identity alone by default.
+    encodings: tuple[str, ...] = ("identity",)
+    # /chunked's ?page_size= values, one group each; None: the server's setting (no parameter).
+    page_sizes: tuple[int, ...] | None = None
+    # Links the client reaches the server over (bench.link), each running the whole plan; None: loopback.
+    links: tuple[LinkSpec | None, ...] = ()
+    # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
+    shaper: str = "auto"
 
 
 @dataclass
@@ -43,13 +52,20 @@ class RequestResult:
     headers_ms: float | None
     first_byte_ms: float | None
     total_ms: float | None
+    # The body decoded (for identity, as sent).
     bytes: int
+    # The whole response as received: status line, headers, chunk framing and the body as sent.
     wire_bytes: int
     rows: int | None
     sha256: str | None
     server_timing: dict[str, float]
-    # [ms since the request was sent, body bytes, rows] at each piece, when series are kept.
+    # [ms since the request was sent, body bytes as sent, rows decodable] at each piece, when series are kept.
     timeline: list[list[float]] | None = None
+    # The coding the response came in (its Content-Encoding), and its body as sent: bytes on the wire.
+    coding: str | None = None
+    encoded_bytes: int | None = None
+    # When the first row could be decoded from what had arrived (ms since the request was sent).
+    first_row_ms: float | None = None
 
 
 @dataclass
@@ -90,6 +106,11 @@ class GroupResult:
     endpoint: str
     path: str
     floor_kind: str
+    coding: str = "identity"
+    # /chunked's ?page_size= (None: the server's setting).
+    page_size: int | None = None
+    # The link's label ("100mbit,20ms"), None for loopback; how it was built is in BenchResult.links.
+    link: str | None = None
     floor_runs: list[FloorRunResult] = field(default_factory=list)
     runs: list[RunResult] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -107,6 +128,8 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     verification: dict = field(default_factory=dict)
     finished_at: str | None = None
+    # Every link the plan ran over: how it was built (tbf on veth, or the relay), its parameters.
+    links: list[dict] = field(default_factory=list)
 
 
 def machine_info() -> dict:
@@ -139,3 +162,20 @@ def downsample(points: list, limit: int = SERIES_POINTS) -> list:
         return points
     step = (len(points) - 1) / (limit - 1)
     return [points[round(i * step)] for i in range(limit)]
+
+
+def thin(points: list, limit: int = SERIES_POINTS) -> list:
+    """At most about twice `limit` of a progress series' points (time first, a growing figure second), the
+    first and the last kept, and a point kept whenever time or the figure moved on by 1/limit of its whole
+    since the last one kept: evenly spaced by index would leave gaps where many small pieces came together."""
+    if len(points) <= limit:
+        return points
+    step_time = (points[-1][0] - points[0][0]) / limit
+    step_value = (points[-1][1] - points[0][1]) / limit
+    kept = [points[0]]
+    for point in points[1:-1]:
+        last = kept[-1]
+        if point[0] - last[0] >= step_time or point[1] - last[1] >= step_value:
+            kept.append(point)
+    kept.append(points[-1])
+    return kept

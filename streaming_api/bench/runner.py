@@ -10,6 +10,7 @@ and recorded, but left out of the statistics.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 
@@ -20,7 +21,10 @@ from ..db.database import Database
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from . import floor as floors
+from .link import Built, RelayProcess, link_up
+from .linkspec import LinkSpec
 from .meters import CpuMeter, RunMeters, rss_figures
+from .plan import Group, describe_options, describe_server, groups, guards, server_settings
 from .probe import metrics_delta
 from .progress import Progress
 from .results import DEFAULT_ROWS, BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
@@ -44,57 +48,15 @@ class Runner:
         self.conn: asyncpg.Connection | None = None
         self.database: Database | None = None
         self.data_path = (options.data_dir or settings.data_path / "bench").resolve()
-        self.server_settings = self._server_settings() if self.owned else settings
+        self.server_settings = server_settings(options, settings, self.data_path) if self.owned else settings
         self.result = BenchResult(
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             machine=machine_info(),
-            server=self._server_description(),
-            options=self._options_description(),
+            server=describe_server(options, self.server_settings, self.owned, self.data_path),
+            options=describe_options(options, self.owned or bool(options.database_url)),
         )
-
-    # --- set-up -----------------------------------------------------------------------------------
-
-    def _guards(self) -> dict[str, object]:
-        """Limits the bench's own server needs lifted to run the plan (they guard, they do not speed up)."""
-        rows = self.options.rows or (DEFAULT_ROWS,)
-        return {
-            "standard_max_concurrency": max(self.options.concurrency),
-            "standard_max_rows": max(rows),
-            "statement_timeout": self.options.timeout,
-            "request_deadline": self.options.timeout,
-            # Not a guard, but the bench's server's own setting all the same.
-            "workers": self.options.workers,
-        }
-
-    def _server_settings(self) -> Settings:
-        known = set(Settings.__dataclass_fields__)
-        guards = {name: value for name, value in self._guards().items() if name in known}
-        return self.settings.replace(data_dir=str(self.data_path), database_url=None, host="127.0.0.1", **guards)
-
-    def _server_description(self) -> dict:
-        s = self.server_settings
-        described = {
-            "owned": self.owned,
-            "url": self.options.url,
-            "data_dir": str(self.data_path) if self.owned else None,
-        }
-        if self.owned:
-            names = ("page_size", "pool_min_size", "pool_max_size", "log_level", *self._guards())
-            described["settings"] = {name: getattr(s, name) for name in names if hasattr(s, name)}
-        return described
-
-    def _options_description(self) -> dict:
-        o = self.options
-        return {
-            "rows": list(o.rows) if o.rows else None,
-            "repeat": o.repeat,
-            "concurrency": list(o.concurrency),
-            "formats": list(o.formats),
-            "endpoints": list(o.endpoints),
-            "healthz_probe": o.healthz_probe,
-            "timeout_s": o.timeout,
-            "floor": self.owned or bool(o.database_url),
-        }
+        # The link the groups now run over (None: loopback).
+        self.link: Built | None = None
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -147,55 +109,102 @@ class Runner:
             self.progress.stage(f"making the bench's points table hold {rows:,} rows")
             seeding = await self.database.ensure_rows(rows, "different", self.progress.seeding())
             self.result.seeding.append({"rows": rows, "seeded": seeding.seeded, "seconds": round(seeding.seconds, 2)})
-        for fmt in self.options.formats:
-            for endpoint in self.options.endpoints:
-                group = await self._run_group(rows, fmt, endpoint)
-                self.result.groups.append(group)
-                # Remote, whole table: the count the first verified body had stands for the rest.
-                if rows is None:
-                    rows = next((r.rows for run in group.runs for r in run.requests if r.verified), None)
+        for index, spec in enumerate(self.options.links or (None,)):
+            async with self._link(spec, index) as built:
+                self.link = built
+                try:
+                    rows = await self._run_groups(rows)
+                finally:
+                    self.link = None
+
+    def _link(self, spec: LinkSpec | None, index: int) -> contextlib.AbstractAsyncContextManager[Built | None]:
+        if spec is None:
+            return contextlib.nullcontext()
+        return self._built_link(spec, index)
+
+    @contextlib.asynccontextmanager
+    async def _built_link(self, spec: LinkSpec, index: int):  # type: ignore[no-untyped-def]
+        self.progress.stage(f"building the link {spec.label}")
+        async with link_up(spec, self.options.shaper, index) as built:
+            if not any(known.get("label") == spec.label for known in self.result.links):
+                self.result.links.append(built.description)
+            self.progress.link(built.description)
+            yield built
+
+    async def _run_groups(self, rows: int | None) -> int | None:
+        for spec in groups(self.options, rows):
+            group = await self._run_group(Group(rows, spec.format, spec.endpoint, spec.coding, spec.page_size))
+            self.result.groups.append(group)
+            # Remote, whole table: the count the first verified body had stands for the rest.
+            if rows is None:
+                rows = next((r.rows for run in group.runs for r in run.requests if r.verified), None)
+        return rows
 
     # --- one group: one endpoint, one format, one size ----------------------------------------------
 
-    async def _run_group(self, rows: int | None, fmt: str, endpoint: str) -> GroupResult:
-        path = f"/{endpoint}?format={fmt}"
+    async def _run_group(self, spec: Group) -> GroupResult:
+        rows = spec.rows
         limit = None if self.owned else rows
-        if limit is not None:
-            path += f"&limit={limit}"
-        group = GroupResult(rows, fmt, endpoint, path, floors.FLOOR_OF_FORMAT[fmt])
+        group = GroupResult(
+            rows,
+            spec.format,
+            spec.endpoint,
+            spec.path(limit),
+            floors.FLOOR_OF_FORMAT[spec.format],
+            coding=spec.coding,
+            page_size=spec.page_size,
+            link=self.link.spec.label if self.link else None,
+        )
         server: ServerProcess | None = None
+        relay: RelayProcess | None = None
         token = self._token()
+        label = spec.label() + (f" over {group.link}" if group.link else "")
         try:
             if self.owned:
                 assert rows is not None
-                port = free_port()
+                host = self.link.server_host if self.link else "127.0.0.1"
+                port = free_port(host)
                 log_path = self.data_path / "server.log"
-                env = server_environment(self.settings, self.data_path, port, rows, self._guards())
-                server = ServerProcess(env, port, log_path)
+                env = server_environment(self.settings, self.data_path, port, rows, guards(self.options), host)
+                server = ServerProcess(env, port, log_path, host)
                 group.server_log = str(log_path)
-                self.progress.stage(f"{endpoint} {fmt}: starting a fresh server")
-                target = await server.start(token or "")
+                self.progress.stage(f"{label}: starting a fresh server")
+                control = await server.start(token or "")
             else:
                 assert self.options.url is not None
-                target = Target.from_url(self.options.url, token)
-            await self._run_levels(group, target, server, rows, limit)
+                control = Target.from_url(self.options.url, token)
+            target = control
+            if self.link is not None:
+                relay = RelayProcess(self.link, control.port, self.data_path / "relay.log")
+                target = Target("http", "127.0.0.1", await relay.start(), control.base_path, token)
+            await self._run_levels(group, spec, (target, control), server, limit, label)
         finally:
+            if relay is not None:
+                await relay.stop()
             if server is not None:
                 await server.stop()
         return group
 
     async def _run_levels(
-        self, group: GroupResult, target: Target, server: ServerProcess | None, rows: int | None, limit: int | None
+        self,
+        group: GroupResult,
+        spec: Group,
+        targets: tuple[Target, Target],
+        server: ServerProcess | None,
+        limit: int | None,
+        label: str,
     ) -> None:
-        label = f"{group.endpoint} {group.format}"
-        warmup = await self._run_once(group, target, server, 1, rows, warmup=True, label=f"{label} warm-up")
+        """targets: where the timed requests go (over the link, if any), and where the meters ask (not)."""
+        rows = group.rows
+        warmup = await self._run_once(group, targets, server, 1, rows, warmup=True, label=f"{label} warm-up")
         group.runs.append(warmup)
         if rows is None:
             rows = next((r.rows for r in warmup.requests if r.verified), None)
             group.rows = rows
         body_bytes = max((r.bytes for r in warmup.requests), default=0)
         levels = self.options.concurrency
-        if 1 not in levels:
+        floor = spec.with_floor and self.conn is not None
+        if 1 not in levels and floor:
             await self._floor_runs(group, limit, self.options.repeat)
         for concurrency in levels:
             reason = self._too_big(group.endpoint, concurrency, body_bytes)
@@ -206,18 +215,18 @@ class Runner:
             if concurrency > 1:
                 group.runs.append(
                     await self._run_once(
-                        group, target, server, concurrency, rows, warmup=True, label=f"{label} ×{concurrency} warm-up"
+                        group, targets, server, concurrency, rows, warmup=True, label=f"{label} ×{concurrency} warm-up"
                     )
                 )
-            elif self.conn is not None:
+            elif floor:
                 group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=True))
             for repeat in range(self.options.repeat):
-                if concurrency == 1 and self.conn is not None:
+                if concurrency == 1 and floor:
                     group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=False))
                 group.runs.append(
                     await self._run_once(
                         group,
-                        target,
+                        targets,
                         server,
                         concurrency,
                         rows,
@@ -275,7 +284,7 @@ class Runner:
     async def _run_once(
         self,
         group: GroupResult,
-        target: Target,
+        targets: tuple[Target, Target],
         server: ServerProcess | None,
         concurrency: int,
         rows: int | None,
@@ -285,8 +294,9 @@ class Runner:
         keep_series = concurrency == 1
         postgres_pid = self.database.embedded.postmaster_pid() if self.database and self.database.embedded else None
         probe = self.options.healthz_probe and concurrency > 1 and not warmup
-        meters = RunMeters(target, server.pid if server else None, postgres_pid, probe_healthz=probe)
-        received = [Received(group.path) for _ in range(concurrency)]
+        target, control = targets
+        meters = RunMeters(control, server.pid if server else None, postgres_pid, probe_healthz=probe)
+        received = [Received(group.path, group.coding) for _ in range(concurrency)]
         await meters.start()
         self.progress.run_started(label, received)
         try:

@@ -34,16 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_environment(
-    settings: Settings, data_path: Path, port: int, rows: int, guards: Mapping[str, object]
+    settings: Settings, data_path: Path, port: int, rows: int, guards: Mapping[str, object], host: str = "127.0.0.1"
 ) -> dict[str, str]:
-    """The subprocess's environment: this bench's data dir, port and size, always the embedded database."""
+    """The subprocess's environment: this bench's data dir, address and size, always the embedded database.
+    `host` is 127.0.0.1, or the bench's end of a link's veth pair (bench.link): never a public address."""
     env = dict(os.environ)
     known = {f.name for f in fields(Settings)}
     values: dict[str, object] = {
         "data_dir": str(data_path),
         # Empty means none: the bench never seeds (truncates) a table it does not own.
         "database_url": "",
-        "host": "127.0.0.1",
+        "host": host,
         "port": port,
         "rows": rows,
         "metrics_enabled": "true",
@@ -51,7 +52,8 @@ def server_environment(
     }
     for name, value in values.items():
         if name in known:
-            env[f"STREAMING_API_{name.upper()}"] = str(value)
+            text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+            env[f"STREAMING_API_{name.upper()}"] = text
     return env
 
 
@@ -77,8 +79,9 @@ def _open_log(path: Path) -> IO[bytes]:
 class ServerProcess:
     """`python run.py serve` on a free port, until stop()."""
 
-    def __init__(self, env: Mapping[str, str], port: int, log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], port: int, log_path: Path, host: str = "127.0.0.1") -> None:
         self.env = dict(env)
+        self.host = host
         self.port = port
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
@@ -105,7 +108,7 @@ class ServerProcess:
             )
         finally:
             log_file.close()
-        target = Target("http", "127.0.0.1", self.port, "", token)
+        target = Target("http", self.host, self.port, "", token)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
             if self.process.returncode is not None:

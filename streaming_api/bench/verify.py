@@ -4,6 +4,10 @@ A body passes when it parses in full as its format (for csv and json: a well-for
 exactly the rows asked for, and its ids run after_id+1, after_id+2, ... with none missing or repeated.
 Parsing half a gigabyte takes seconds, so a body byte-for-byte identical (same SHA-256) to one that
 already passed is accepted without parsing it again; any other body is parsed in full.
+
+A coded body (gzip, zstd) must come in the coding asked for, decode whole (bench.coding), and pass as
+its decoded bytes; once an identity body of the same request has passed, a decoded body must also be
+byte-for-byte that body.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..client.records import BodyError, RowParser, row_id, verify_ids
-from .results import RequestResult, downsample
+from .coding import IDENTITY, coding_of, decode_body
+from .results import RequestResult, thin
 from .wire import Received, Response, ResponseError, decode, server_timing
 
 # Bytes fed to the parser at a time; also the resolution of the byte-to-row map.
@@ -63,25 +68,38 @@ class Verifier:
 
     def __init__(self) -> None:
         self._passed: dict[tuple[str, int | None, int], dict[str, BodyCheck]] = {}
+        # The digest of the first identity body that passed, per format, row count and after_id.
+        self._identity: dict[tuple[str, int | None, int], str] = {}
         self.parsed = 0
         self.matched = 0
 
-    def check(self, fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0) -> BodyCheck:
-        known = self._passed.setdefault((fmt, expected_rows, after_id), {})
+    def check(
+        self, fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0, coding: str = IDENTITY
+    ) -> BodyCheck:
+        key = (fmt, expected_rows, after_id)
+        known = self._passed.setdefault(key, {})
         digest = hashlib.sha256(body).hexdigest()
+        reference = self._identity.get(key)
+        if coding != IDENTITY and reference is not None and digest != reference:
+            raise BodyError(
+                f"the {coding}-decoded body ({len(body):,} bytes, SHA-256 {digest[:12]}...) differs from the "
+                f"identity body of the same request (SHA-256 {reference[:12]}...)"
+            )
         if digest in known:
             self.matched += 1
             return known[digest]
         check = check_body(fmt, body, expected_rows, after_id)
         self.parsed += 1
         known[digest] = check
+        if coding == IDENTITY:
+            self._identity.setdefault(key, digest)
         return check
 
 
 def verify_response(
     verifier: Verifier, fmt: str, response: Response, expected_rows: int | None, after_id: int = 0
 ) -> BodyCheck:
-    """A 200 whose body passes; BodyError otherwise (with the server's error detail when it sent one)."""
+    """A 200 whose (identity) body passes; BodyError otherwise (with the server's error detail when it sent one)."""
     if response.status != 200:
         detail = response.body[:300].decode("utf-8", "replace")
         raise BodyError(f"HTTP {response.status}: {detail}")
@@ -99,9 +117,10 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
     except ResponseError as exc:
         body = sum(len(p) for p in received.pieces)
         received.pieces.clear()
-        return RequestResult(None, False, str(exc), None, None, None, 0, body, None, None, {})
+        return RequestResult(None, False, str(exc), None, None, None, 0, body, None, None, {}, coding=None)
     received.pieces.clear()
     started = received.started
+    coding = coding_of(response.headers.get("content-encoding"))
     result = RequestResult(
         status=response.status,
         verified=False,
@@ -114,9 +133,22 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
         rows=None,
         sha256=None,
         server_timing=server_timing(response.headers.get("server-timing")),
+        coding=coding,
+        encoded_bytes=len(response.body),
     )
     try:
-        check = verify_response(verifier, fmt, response, rows)
+        if response.status != 200:
+            verify_response(verifier, fmt, response, rows)
+        if coding != received.coding:
+            raise BodyError(
+                f"asked for Accept-Encoding: {received.coding}, the response came as {coding} "
+                "(does the server offer it? its compression setting)"
+            )
+        decoded = decode_body(coding, fmt, response.body, [nbytes for _, nbytes in response.progress])
+        result.bytes = len(decoded.body)
+        if decoded.first_row_piece is not None:
+            result.first_row_ms = round(response.progress[decoded.first_row_piece][0] * 1000, 3)
+        check = verifier.check(fmt, decoded.body, rows, coding=coding)
     except BodyError as exc:
         result.error = str(exc)
         return result
@@ -124,7 +156,12 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
     result.rows = check.rows
     result.sha256 = check.sha256
     if keep_series:
+        series = [
+            (at, decoded_bytes, encoded)
+            for (at, encoded), decoded_bytes in zip(response.progress, decoded.decoded_after, strict=True)
+        ]
         result.timeline = [
-            [round(at * 1000, 2), nbytes, check.rows_within(nbytes)] for at, nbytes in downsample(response.progress)
+            [round(at * 1000, 2), encoded, check.rows_within(decoded_bytes)]
+            for at, decoded_bytes, encoded in thin(series)
         ]
     return result

@@ -47,12 +47,13 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}{self.base_path}"
 
-    def request(self, path_qs: str) -> bytes:
+    def request(self, path_qs: str, coding: str = "identity") -> bytes:
+        """The request's bytes; `coding` is the one content coding it accepts (Accept-Encoding)."""
         lines = [
             f"GET {self.base_path}{path_qs} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
             f"User-Agent: {USER_AGENT}",
-            "Accept-Encoding: identity",
+            f"Accept-Encoding: {coding}",
             "Connection: close",
         ]
         if self.token:
@@ -65,6 +66,8 @@ class Received:
     """Everything one request produced on the wire, with the clock reading of each piece."""
 
     path_qs: str
+    # The content coding asked for (Accept-Encoding): identity, gzip or zstd.
+    coding: str = "identity"
     started: float = 0.0
     pieces: list[bytes] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
@@ -128,7 +131,7 @@ async def fetch_together(target: Target, received: list[Received], within_second
     for recorder, rec in zip(recorders, received, strict=True):
         if recorder is not None and recorder.transport is not None:
             rec.started = time.perf_counter()
-            recorder.transport.write(target.request(rec.path_qs))
+            recorder.transport.write(target.request(rec.path_qs, rec.coding))
     try:
         async with asyncio.timeout(within_seconds):
             await asyncio.gather(*futures)
@@ -156,7 +159,8 @@ class Response:
     # When the first body byte arrived (None for an empty body), and the last byte of the response.
     first_byte_at: float | None
     last_byte_at: float
-    # (seconds since the request was sent, body bytes received so far), one point per piece.
+    # (seconds since the request was sent, body bytes received so far), one point per piece. The body is
+    # as it was sent: encoded when the response names a Content-Encoding.
     progress: list[tuple[float, int]]
     wire_bytes: int
 

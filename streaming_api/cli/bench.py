@@ -11,7 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..bench.coding import CODINGS
 from ..bench.estimate import describe_duration, estimate_seconds
+from ..bench.link import SHAPERS, LinkError, kernel_shaping_available
+from ..bench.linkspec import LinkSpec, parse_link
 from ..bench.report import render
 from ..bench.results import DEFAULT_ROWS, Options, RunResult
 from ..bench.runner import run_bench
@@ -38,6 +41,10 @@ class BenchConsole:
 
     def stage(self, text: str) -> None:
         self.line.show(text)
+
+    def link(self, description: dict) -> None:
+        # Always said, even with --quiet: which kind of link the figures come from.
+        self.line.print(f"bench: link {description['label']}: {description['how']}")
 
     def seeding(self) -> Callable[[int, int], None] | None:
         return rows_bar(self.line)
@@ -83,6 +90,7 @@ class BenchConsole:
 # The default: about a minute on two cores, and still the whole point (first rows long before /standard's
 # first byte, flat memory against /standard's growth, the ratio to PostgreSQL's own COPY).
 QUICK = {"formats": ("ndjson",), "concurrency": (1, 8), "repeat": 3}
+PAGE_SIZE_RANGE = range(1, 10_001)
 # --full: every format at 1, 8 and 32 clients (docs/results.md's run A: 13 minutes on two cores).
 FULL = {"formats": ("ndjson", "csv", "json"), "concurrency": (1, 8, 32), "repeat": 5}
 
@@ -144,10 +152,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="while more than one client runs, GET /healthz every 10 ms and report its latency (p50, p99, max)",
     )
     parser.add_argument(
+        "--link",
+        type=link_type,
+        action="append",
+        metavar="RATE[,RTT]",
+        help="run the plan with the client across a shaped link, e.g. 100mbit,20ms (several --link allowed; "
+        "'loopback' for none): tbf on a veth pair into a network namespace when root, else a shaping relay",
+    )
+    parser.add_argument(
+        "--shaper",
+        choices=SHAPERS,
+        default="auto",
+        help="how a --link is built: tbf (root, ip and tc), relay (user space), auto (tbf when it can; default)",
+    )
+    parser.add_argument(
+        "--encodings",
+        type=names(CODINGS),
+        default=("identity",),
+        help="content codings asked for (Accept-Encoding), one group each: identity,gzip,zstd (default identity)",
+    )
+    parser.add_argument(
+        "--page-sizes",
+        type=page_sizes,
+        help="/chunked's ?page_size=, one group each, e.g. 100,1000,10000 (default: the server's page_size)",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help="every raw figure, and the machine (default: <data dir>/bench.json)"
     )
     parser.add_argument(
         "--plot", type=Path, metavar="PATH.png", help="the three-panel comparison (default: <data dir>/bench.png)"
+    )
+    parser.add_argument(
+        "--plot-transfer",
+        type=Path,
+        metavar="PATH.png",
+        help="with --link, --encodings or --page-sizes: rows decoded over time per link and coding, bytes on the "
+        "wire, page sizes (default: beside --plot, <name>-transfer.png)",
     )
     parser.add_argument(
         "--data-dir",
@@ -159,6 +199,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=900.0, help="seconds one run (all its clients) may take (default 900)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+
+
+def link_type(text: str) -> LinkSpec | None:
+    """--link's value: RATE[,RTT], or "loopback" for none (to run both in one plan)."""
+    if text.strip().lower() in ("loopback", "none"):
+        return None
+    try:
+        return parse_link(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def page_sizes(text: str) -> tuple[int, ...]:
+    values = positive_list(text)
+    wrong = [v for v in values if v not in PAGE_SIZE_RANGE]
+    if wrong:
+        raise argparse.ArgumentTypeError(f"page sizes are 1..10,000 rows, got {wrong[0]:,}")
+    return values
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +240,20 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    links = tuple(dict.fromkeys(args.link or ()))
+    if args.url is not None and any(links):
+        print(
+            "error: --link needs the bench's own server (it puts the link between its client and its server; "
+            "a server at --url is across whatever link there is already)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.shaper == "tbf" and any(links) and (why := kernel_shaping_available()):
+        print(
+            f"error: --shaper tbf needs root on Linux with ip and tc ({why}); --shaper relay works anywhere",
+            file=sys.stderr,
+        )
+        return 2
     chosen = plan(args)
     options = Options(
         url=args.url,
@@ -196,6 +268,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         data_dir=args.data_dir,
         timeout=args.timeout,
+        encodings=args.encodings,
+        page_sizes=args.page_sizes,
+        links=links,
+        shaper=args.shaper,
     )
     json_path, plot_path = outputs(args, (args.data_dir or settings.data_path / "bench").resolve())
     if not args.quiet:
@@ -216,18 +292,27 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         doc = run_stoppable(bench())
     except Stopped as exc:
-        print(f"bench: {exc}; its server and database are stopped", file=sys.stderr)
+        stopped = "its server, database and link are" if any(links) else "its server and database are"
+        print(f"bench: {exc}; {stopped} stopped", file=sys.stderr)
         return exc.exit_code
+    except LinkError as exc:
+        print(f"bench: the link could not be built: {exc}", file=sys.stderr)
+        return 1
     print(render(doc), flush=True)
     write_json(doc, json_path)
     print(f"\nEvery figure: {json_path}")
     try:
         from ..bench.plot import plot
+        from ..bench.plot_transfer import plot_transfer, transfer_path, wanted
     except ImportError:
         print("Plot: skipped (matplotlib is not installed: pip install -e '.[bench]')")
     else:
         plot(doc, plot_path)
         print(f"Plot: {plot_path}")
+        if wanted(doc):
+            transfer = args.plot_transfer or transfer_path(plot_path)
+            plot_transfer(doc, transfer)
+            print(f"Plot of the links, codings and page sizes: {transfer}")
     if not doc["ok"]:
         print(f"\nbench: {len(doc['failures'])} response(s) FAILED verification (see above)", file=sys.stderr)
         return 1
@@ -237,8 +322,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 def describe_plan(options: Options) -> str:
     rows = ", ".join(f"{r:,}" for r in options.rows) if options.rows else f"{DEFAULT_ROWS:,}"
     levels = ", ".join(str(c) for c in options.concurrency)
+    extra = ""
+    if options.encodings != ("identity",):
+        extra += f" × {', '.join(options.encodings)}"
+    if options.page_sizes:
+        extra += f" × /chunked pages of {', '.join(f'{p:,}' for p in options.page_sizes)}"
+    if options.links:
+        extra += f" over {', '.join(link.label if link else 'loopback' for link in options.links)}"
     return (
-        f"{' and '.join(options.endpoints)} × {', '.join(options.formats)} × {rows} rows, "
+        f"{' and '.join(options.endpoints)} × {', '.join(options.formats)}{extra} × {rows} rows, "
         f"{levels} client{'s' if options.concurrency != (1,) else ''}, {options.repeat} run"
         f"{'s' if options.repeat != 1 else ''} each"
     )

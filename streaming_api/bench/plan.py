@@ -1,0 +1,111 @@
+"""What a plan is made of: its groups (one size, format, endpoint, coding and page size over one link),
+and the settings the bench's own server runs with to carry it out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..settings import Settings
+from .coding import IDENTITY
+from .results import DEFAULT_ROWS, Options
+
+# The codings a server may be told to offer, in the order it prefers them.
+SERVER_CODINGS = ("zstd", "gzip")
+
+
+@dataclass(frozen=True)
+class Group:
+    rows: int | None
+    format: str
+    endpoint: str
+    coding: str
+    # /chunked's ?page_size= (None: the server's setting, no parameter).
+    page_size: int | None
+
+    def path(self, limit: int | None) -> str:
+        path = f"/{self.endpoint}?format={self.format}"
+        if self.page_size is not None:
+            path += f"&page_size={self.page_size}"
+        if limit is not None:
+            path += f"&limit={limit}"
+        return path
+
+    @property
+    def with_floor(self) -> bool:
+        """The floor (PostgreSQL's COPY) runs beside the groups of plain bytes (a coding changes nothing on
+        PostgreSQL's side of the ratio); each page size has its own, which says which page size reaches it."""
+        return self.coding == IDENTITY
+
+    def label(self) -> str:
+        parts = [self.endpoint, self.format]
+        if self.coding != IDENTITY:
+            parts.append(self.coding)
+        if self.page_size is not None:
+            parts.append(f"page {self.page_size:,}")
+        return " ".join(parts)
+
+
+def groups(options: Options, rows: int | None) -> Iterator[Group]:
+    """Every group of one size, in the order they run: format, endpoint, coding (identity first: the coded
+    bodies are compared with its body), page size (for /chunked only)."""
+    codings = sorted(options.encodings, key=lambda c: c != IDENTITY)
+    for fmt in options.formats:
+        for endpoint in options.endpoints:
+            pages: tuple[int | None, ...] = (None,)
+            if endpoint == "chunked" and options.page_sizes:
+                pages = options.page_sizes
+            for coding in codings:
+                for page_size in pages:
+                    yield Group(rows, fmt, endpoint, coding, page_size)
+
+
+def guards(options: Options) -> dict[str, object]:
+    """Settings the bench's own server needs changed to run the plan: limits lifted (they guard, they do not
+    speed up), and the codings asked for offered."""
+    rows = options.rows or (DEFAULT_ROWS,)
+    changed: dict[str, object] = {
+        "standard_max_concurrency": max(options.concurrency),
+        "standard_max_rows": max(rows),
+        "statement_timeout": options.timeout,
+        "request_deadline": options.timeout,
+        # Not a guard, but the bench's server's own setting all the same.
+        "workers": options.workers,
+    }
+    asked = [c for c in SERVER_CODINGS if c in options.encodings]
+    if asked:
+        changed["compression"] = tuple(asked)
+    return changed
+
+
+def server_settings(options: Options, settings: Settings, data_path: object) -> Settings:
+    known = set(Settings.__dataclass_fields__)
+    lifted = {name: value for name, value in guards(options).items() if name in known}
+    return settings.replace(data_dir=str(data_path), database_url=None, host="127.0.0.1", **lifted)
+
+
+def describe_server(options: Options, settings: Settings, owned: bool, data_path: object) -> dict:
+    described: dict = {"owned": owned, "url": options.url, "data_dir": str(data_path) if owned else None}
+    if owned:
+        names = ("page_size", "first_page_size", "pool_min_size", "pool_max_size", "log_level", "zstd_level")
+        names += ("gzip_level", *guards(options))
+        described["settings"] = {name: getattr(settings, name) for name in names if hasattr(settings, name)}
+    return described
+
+
+def describe_options(options: Options, floor: bool) -> dict:
+    o = options
+    return {
+        "rows": list(o.rows) if o.rows else None,
+        "repeat": o.repeat,
+        "concurrency": list(o.concurrency),
+        "formats": list(o.formats),
+        "endpoints": list(o.endpoints),
+        "encodings": list(o.encodings),
+        "page_sizes": list(o.page_sizes) if o.page_sizes else None,
+        "links": [link.label if link else "loopback" for link in o.links] or None,
+        "shaper": o.shaper,
+        "healthz_probe": o.healthz_probe,
+        "timeout_s": o.timeout,
+        "floor": floor,
+    }
