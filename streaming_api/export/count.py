@@ -10,6 +10,7 @@ exports' median first byte went from 11-15 ms to 20-22 ms).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class RowCounter:
     def __init__(self) -> None:
         self._stats_statement = table_stats_statement()
         self._stats: dict[int, TableStats] = {}
+        self._reading: dict[int, asyncio.Task[TableStats]] = {}
 
     async def expected(self, lanes: Lanes, export: Export) -> RowCount:
         if export.limit == 0:
@@ -66,13 +68,27 @@ class RowCounter:
         return RowCount(max(estimate, 1), False)
 
     async def _table_stats(self, lanes: Lanes) -> TableStats:
-        now = time.monotonic()
+        """The database's statistics, read again once they are STATS_SECONDS old; requests that find them
+        stale together share one read (a burst of exports asks the database once, not once each)."""
         cached = self._stats.get(id(lanes))
-        if cached is not None and now - cached.read_at < STATS_SECONDS:
+        if cached is not None and time.monotonic() - cached.read_at < STATS_SECONDS:
             return cached
+        reading = self._reading.get(id(lanes))
+        if reading is None:
+            reading = self._reading[id(lanes)] = asyncio.ensure_future(self._read_stats(lanes))
+            reading.add_done_callback(lambda done: self._read(id(lanes), done))
+        # Shielded: one request giving up (its client gone) does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    def _read(self, key: int, done: asyncio.Task[TableStats]) -> None:
+        self._reading.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: no "never retrieved" warning when every waiter has gone
+
+    async def _read_stats(self, lanes: Lanes) -> TableStats:
         statement = self._stats_statement
         async with lanes.connection(Lanes.FIRST) as conn:
             record = await conn.fetchrow(statement.sql, *statement.args())
-        stats = TableStats(record["estimated_total"], record["min_id"], record["max_id"], now)
+        stats = TableStats(record["estimated_total"], record["min_id"], record["max_id"], time.monotonic())
         self._stats[id(lanes)] = stats
         return stats

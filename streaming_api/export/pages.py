@@ -171,7 +171,9 @@ class Planner:
                 self.ready.append(PageSpec(self._after, MAX_ID, rows))
                 self.done = True
                 return
-            self.ready.append(PageSpec(self._after, bound, rows))
+            # Bounded by ids, a page needs no row limit but the export's: rows written inside its range
+            # since the plan (explicit ids) then come on top, never in place of rows that were there.
+            self.ready.append(PageSpec(self._after, bound, MAX_ID if self._budget is None else rows))
             self._after = bound
         if self._budget is not None:
             self._budget -= sum(sizes)
