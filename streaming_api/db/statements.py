@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Select, bindparam, case, cast, func, literal, literal_column, select
+from sqlalchemy import BigInteger, Integer, Select, bindparam, cast, func, literal, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import ClauseElement
 
@@ -56,19 +56,18 @@ def compile_statement(stmt: ClauseElement) -> Statement:
 
 
 def plan_statement() -> Statement:
-    """The upper bounds of the next `pages` pages after `after_id`: the first `first` rows on, then every
-    `size` rows. Each bound is found from the one before by a short walk of the primary key index (a
-    recursive query), so a plan of many pages is one statement that reads each index entry once. A NULL
-    bound: the table ends before it. Rows: (k, id), k = 1..pages, in order."""
+    """The upper bounds of the next `pages` pages after `after_id`, every `size` rows. Each bound is found
+    from the one before by a short walk of the primary key index (a recursive query), so a plan of many
+    pages is one statement that reads each index entry once. A NULL bound: the table ends before it.
+    Rows: (k, id), k = 1..pages, in order."""
     bounds = select(
         literal(0, Integer).label("k"), cast(bindparam("after_id", type_=BigInteger), BigInteger).label("id")
     ).cte("bounds", recursive=True)
-    step = case((bounds.c.k == 0, bindparam("first", type_=BigInteger)), else_=bindparam("size", type_=BigInteger))
     next_bound = (
         select(points.c.id)
         .where(points.c.id > bounds.c.id)
         .order_by(points.c.id)
-        .offset(step - 1)
+        .offset(bindparam("size", type_=BigInteger) - 1)
         .limit(1)
         .scalar_subquery()
     )

@@ -77,9 +77,13 @@ class PageDecoder:
         self.texts = [name for name in columns if _TYPES[name][1] is None]
         self.empty = pa.RecordBatch.from_pylist([], schema=self.schema)
 
+    def rows(self, copied: bytes, copied_rows: int) -> int:
+        """The page's rows: its count(*) (COPY itself reports the one row the page is folded into)."""
+        return _count(copied, _fields(copied, 2 + len(self.texts))) if copied_rows else 0
+
     def batch(self, copied: bytes) -> pa.RecordBatch:
         fields = _fields(copied, 2 + len(self.texts))
-        rows = int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
+        rows = _count(copied, fields)
         if rows == 0:
             return self.empty
         start, length = fields[1]
@@ -110,6 +114,11 @@ class PageDecoder:
         return self.batch(copied).serialize().to_pybytes()
 
 
+def _count(copied: bytes, fields: list[tuple[int, int]]) -> int:
+    """The page's row count, the folded row's first field (an int4)."""
+    return int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
+
+
 def _fields(copied: bytes, count: int) -> list[tuple[int, int]]:
     """(offset, length) of each field of the single row of a binary COPY (a loop over fields, not rows)."""
     if copied[:11] != _COPY_SIGNATURE:
@@ -138,4 +147,5 @@ def layout(columns: tuple[str, ...]) -> Layout:
         head=decoder.schema.serialize().to_pybytes(),
         tail=END_OF_STREAM,
         page_bytes=decoder.page_bytes,
+        rows=decoder.rows,
     )

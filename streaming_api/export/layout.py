@@ -15,6 +15,10 @@ def _same(copied: bytes, first: bool) -> bytes:
     return copied
 
 
+def _rows_copied(copied: bytes, copied_rows: int) -> int:
+    return copied_rows
+
+
 @dataclass(frozen=True)
 class Layout:
     """A format for one choice of columns."""
@@ -28,3 +32,6 @@ class Layout:
     tail: bytes = b""
     # A page as it goes on the wire, from PostgreSQL's COPY output for it.
     page_bytes: Callable[[bytes, bool], bytes] = field(default=_same)
+    # The rows a page holds, from its COPY output and the rows COPY reported (one per row, but for a
+    # format that has PostgreSQL fold a page into one row).
+    rows: Callable[[bytes, int], int] = field(default=_rows_copied)

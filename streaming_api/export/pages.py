@@ -28,9 +28,7 @@ class DatabaseClock(Protocol):
 
 # How long a stopped export waits for its pages in flight before cancelling them.
 PAGE_SETTLE_SECONDS = 1.0
-# Pages per plan: the first plan stands before the first byte, so it covers the first page alone; the
-# next ones cover many pages each (one statement, one walk of their stretch of the index).
-FIRST_PLAN_PAGES = 1
+# Pages per plan (one statement, one walk of their stretch of the index).
 PLAN_PAGES = 32
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
@@ -74,9 +72,12 @@ class PageSpec:
 
 
 class Planner:
-    """Where an export's pages begin and end, planned a window of pages at a time (one statement each,
-    an index-only walk), so pages need not wait for each other to start: the next window is planned
-    while the pages of this one run. Without a page size (/standard), one page holds every row."""
+    """Where an export's pages begin and end. The first page needs no plan: it is the next
+    `first_page_size` ids (after_id < id <= after_id + first_page_size), so it starts at once, at most that
+    many rows (fewer where ids have gaps), and where it ends is known before it runs. The pages after it are
+    planned a window at a time (one statement each, an index-only walk), so pages need not wait for each
+    other to start: the next window is planned while the pages of this one run. Without a page size
+    (/standard), one page holds every row."""
 
     def __init__(self, lanes: Lanes, queries: PageQueries, export: Export, clock: DatabaseClock) -> None:
         self._lanes = lanes
@@ -86,33 +87,58 @@ class Planner:
         self._after = export.after_id
         # Rows of the limit not planned yet (None: no limit).
         self._budget = export.limit
-        self._first = True
         self.ready: deque[PageSpec] = deque()
         self.done = export.limit == 0
         self._planning: asyncio.Task[None] | None = None
-        if export.page_size is None and not self.done:
+        # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
+        self._first_pending = False
+        self._rows_before_plan = 0
+        if self.done:
+            return
+        if export.page_size is None:
             self.ready.append(PageSpec(export.after_id, MAX_ID, MAX_ID if export.limit is None else export.limit))
             self.done = True
+            return
+        first = min(export.page_size, export.first_page_size or export.page_size)
+        last = min(self._after + first, MAX_ID)
+        self.ready.append(PageSpec(self._after, last, MAX_ID if self._budget is None else self._budget))
+        self._after = last
+        self.done = last == MAX_ID
+        self._first_pending = self._budget is not None
+
+    def first_page_done(self, rows: int) -> None:
+        """The first page's row count: what is left of the limit for the pages after it."""
+        self._rows_before_plan = rows
+        if self._first_pending:
+            assert self._budget is not None
+            self._budget -= rows
+            self.done = self.done or self._budget == 0
+            self._first_pending = False
 
     def take_ready(self, plan_ahead: bool = True) -> PageSpec | None:
         """The next page if its bounds are known, without waiting; and, with plan_ahead, start planning the
         next window in the background when few planned pages are left."""
         self._collect()
         spec = self.ready.popleft() if self.ready else None
-        if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and not self.done and self._planning is None:
+        if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and self._may_plan() and self._planning is None:
             self._planning = asyncio.ensure_future(self._plan(Lanes.LATER))
         return spec
 
     async def take(self, plan_ahead: bool = True) -> PageSpec | None:
         """The next page, waiting for its plan if need be; None once every page has been taken."""
-        while not self.ready and not self.done:
+        while not self.ready and self._may_plan():
             if self._planning is None:
-                self._planning = asyncio.ensure_future(self._plan(Lanes.FIRST if self._first else Lanes.LATER))
+                # No row sent yet (the first page fell in a gap of the ids): the plan is first in line.
+                urgent = self._rows_before_plan == 0
+                self._planning = asyncio.ensure_future(self._plan(Lanes.FIRST if urgent else Lanes.LATER))
             try:
                 await self._planning
             finally:
                 self._planning = None
         return self.take_ready(plan_ahead)
+
+    def _may_plan(self) -> bool:
+        return not self.done and not self._first_pending
 
     @property
     def planning(self) -> asyncio.Task[None] | None:
@@ -126,21 +152,18 @@ class Planner:
             planning.result()
 
     def _sizes(self) -> list[int]:
-        """The sizes of the pages the next plan covers: a small first page, then page_size, within the limit."""
+        """The sizes of the pages the next plan covers: page_size each, within the limit."""
         export = self._export
         assert export.page_size is not None
         sizes: list[int] = []
         budget = self._budget
-        for index in range(FIRST_PLAN_PAGES if self._first else PLAN_PAGES):
-            size = export.page_size
-            if self._first and index == 0 and export.first_page_size:
-                size = min(size, export.first_page_size)
-            if budget is not None:
-                size = min(size, budget)
-                budget -= size
+        for _ in range(PLAN_PAGES):
+            size = export.page_size if budget is None else min(export.page_size, budget)
             sizes.append(size)
-            if budget == 0:
-                break
+            if budget is not None:
+                budget -= size
+                if budget == 0:
+                    break
         return sizes
 
     async def _plan(self, priority: int) -> None:
@@ -153,17 +176,15 @@ class Planner:
         bounds: list[int | None] = []
         if bounded:
             plan = self._queries.plan
-            first = sizes[0] if self._first else export.page_size
             started = time.perf_counter()
             try:
                 async with self._lanes.connection(priority) as conn:
                     records = await conn.fetch(
-                        plan.sql, *plan.args(after_id=self._after, first=first, size=export.page_size, pages=bounded)
+                        plan.sql, *plan.args(after_id=self._after, size=export.page_size, pages=bounded)
                     )
             finally:
                 self._clock.db_seconds += time.perf_counter() - started
             bounds = [record["id"] for record in records]
-        self._first = False
         for index, rows in enumerate(sizes):
             bound = bounds[index] if index < len(bounds) else None
             if bound is None:
@@ -200,8 +221,8 @@ async def _fetch_page(
             status = await conn.copy_from_query(queries.page_sql(layout, spec), output=keep, **layout.copy_options)
     finally:
         clock.db_seconds += time.perf_counter() - started
-    copied = int(status.rsplit(" ", 1)[-1])  # "COPY <rows>"
-    return Page(copied, b"".join(received))
+    body = b"".join(received)
+    return Page(layout.rows(body, int(status.rsplit(" ", 1)[-1])), body)  # status: "COPY <rows>"
 
 
 async def pages(
@@ -236,8 +257,12 @@ async def pages(
     started_pages: list[PageSpec] = []
     try:
         await top_up(1, may_wait=True)
+        first = True
         while in_flight:
             page = await _next_page(in_flight, planner)
+            if first:
+                planner.first_page_done(page.rows)
+                first = False
             # Start what can start now and plan ahead, but hand this page on before waiting for a plan.
             await top_up(depth, may_wait=False)
             if page.rows:

@@ -136,31 +136,66 @@ async def test_chunks_carry_head_and_tail_once_around_the_pages(lanes, fmt):
     assert body_ids(fmt, body) == list(range(1, 251))
 
 
+@contextlib.asynccontextmanager
+async def _scratch(database_url: str, rows: str) -> AsyncIterator[tuple[Lanes, asyncpg.Connection]]:
+    """Lanes onto a points table of its own (a schema on the search path) holding the session table's
+    rows that match `rows` (SQL), and a connection to change it with."""
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(
+        "DROP SCHEMA IF EXISTS scratch CASCADE; CREATE SCHEMA scratch;"
+        " CREATE TABLE scratch.points (LIKE public.points INCLUDING ALL);"
+        f" INSERT INTO scratch.points SELECT * FROM public.points WHERE {rows}"
+    )
+    pool = await asyncpg.create_pool(
+        database_url, min_size=0, max_size=CAPACITY, server_settings={"search_path": "scratch"}
+    )
+    try:
+        yield Lanes(pool, CAPACITY), admin
+    finally:
+        await pool.close()
+        await admin.execute("DROP SCHEMA scratch CASCADE")
+        await admin.close()
+
+
+async def _ids(lanes: Lanes, export: Export) -> list[list[int]]:
+    return [body_ids("ndjson", page.body) async for page in pages(lanes, PageQueries(), export, Clock())]
+
+
+def _flat(pages_ids: list[list[int]]) -> list[int]:
+    return [i for page in pages_ids for i in page]
+
+
+async def test_the_first_page_is_the_next_first_page_size_ids_fewer_rows_where_ids_have_gaps(database_url):
+    async with _scratch(database_url, "id % 2 = 0") as (lanes, _):
+        evens = list(range(2, ROWS + 1, 2))
+        got = await _ids(lanes, _export())
+        assert [len(page) for page in got] == [50, 1000, len(evens) - 1050]
+        assert _flat(got) == evens
+        # A limit counts the first page's rows, whatever their number.
+        got = await _ids(lanes, _export(limit=120, page_size=40))
+        assert [len(page) for page in got] == [20, 40, 40, 20]  # the first 40 ids hold 20 rows
+        got = await _ids(lanes, _export(limit=75))
+        assert _flat(got) == evens[:75]
+
+
+async def test_a_first_page_that_falls_in_a_gap_is_skipped_and_the_rows_follow(database_url):
+    async with _scratch(database_url, "id > 2000") as (lanes, _):
+        got = await _ids(lanes, _export(limit=300))
+        assert _flat(got) == list(range(2001, 2301))
+
+
 async def test_rows_written_inside_a_planned_range_come_with_the_rows_there_not_instead(database_url):
     """An export is not a snapshot, but a row that is there throughout is sent, exactly once: rows given
     ids inside pages already planned (explicit ids, say) come on top of them, never push them out."""
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(
-        "DROP SCHEMA IF EXISTS planned_writes CASCADE; CREATE SCHEMA planned_writes;"
-        " CREATE TABLE planned_writes.points (LIKE public.points INCLUDING ALL);"
-        " INSERT INTO planned_writes.points SELECT * FROM public.points WHERE id % 2 = 0"
-    )
-    pool = await asyncpg.create_pool(
-        database_url, min_size=0, max_size=CAPACITY, server_settings={"search_path": "planned_writes"}
-    )
     written = list(range(1301, 1800, 2))  # inside pages 7 to 9 of 100 even ids each
-    try:
-        source = pages(Lanes(pool, CAPACITY), PageQueries(), _export(page_size=100), Clock(), depth=2)
+    async with _scratch(database_url, "id % 2 = 0") as (lanes, admin):
+        source = pages(lanes, PageQueries(), _export(page_size=100), Clock(), depth=2)
         async with contextlib.aclosing(source):
             ids = body_ids("ndjson", (await anext(source)).body) + body_ids("ndjson", (await anext(source)).body)
             # The first window is planned now, and no page past the fourth has started.
             await admin.execute(
-                "INSERT INTO planned_writes.points SELECT * FROM public.points WHERE id = ANY($1::bigint[])", written
+                "INSERT INTO scratch.points SELECT * FROM public.points WHERE id = ANY($1::bigint[])", written
             )
             async for page in source:
                 ids.extend(body_ids("ndjson", page.body))
-    finally:
-        await pool.close()
-        await admin.execute("DROP SCHEMA planned_writes CASCADE")
-        await admin.close()
     assert ids == sorted([*range(2, ROWS + 1, 2), *written])

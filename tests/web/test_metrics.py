@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streaming_api.export.formats import FORMATS
 from streaming_api.web.app import create_app
+from tests.support.pg import ROWS
+
+FORMAT_NAMES = sorted(FORMATS)
 
 
 async def _scrape(client, headers: dict[str, str] | None = None) -> dict[tuple[str, frozenset], float]:
@@ -39,6 +44,17 @@ async def test_metrics_count_rows_and_bytes_sent(client, auth):
     samples = await _scrape(client)
     assert _value(samples, "streaming_api_rows_sent_total", endpoint="chunked", format="json") == 17
     assert _value(samples, "streaming_api_bytes_sent_total", endpoint="chunked", format="json") == len(body)
+
+
+@pytest.mark.parametrize("endpoint", ["standard", "chunked"])
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+async def test_metrics_count_the_rows_sent_in_every_format(client, auth, endpoint, fmt):
+    """Rows, not pages: Arrow's pages reach the server folded into one row each."""
+    pages = "&page_size=300" if endpoint == "chunked" else ""
+    response = await client.get(f"/{endpoint}?format={fmt}&after_id=100{pages}", headers=auth)
+    await response.read()
+    samples = await _scrape(client)
+    assert _value(samples, "streaming_api_rows_sent_total", endpoint=endpoint, format=fmt) == ROWS - 100
 
 
 async def test_metrics_count_the_bytes_on_the_wire_when_compressed(client, auth):
