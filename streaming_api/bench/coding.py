@@ -25,7 +25,8 @@ try:
 except ImportError:
     from backports import zstd
 
-from ..client.records import BodyError, RowParser
+from ..client.records import BodyError
+from .ids import IdReader, id_reader
 
 IDENTITY = "identity"
 CODINGS = (IDENTITY, "gzip", "zstd")
@@ -112,7 +113,7 @@ def decode_body(coding: str, fmt: str, encoded: bytes, encoded_after: Sequence[i
     if coding not in DECODERS:
         raise CodingError(f"unknown content coding {coding!r} (the bench reads {', '.join(CODINGS)})")
     decoder: _Decoder = DECODERS[coding]()
-    parser: RowParser | None = RowParser(fmt)
+    parser: IdReader | None = id_reader(fmt)
     first_row_piece: int | None = None
     parts: list[bytes] = []
     decoded_after: list[int] = []

@@ -15,6 +15,7 @@ REQUEST_SECONDS = {
     "json": {"standard": 0.76, "chunked": 0.6, "floor": 0.6},
     "csv": {"standard": 0.34, "chunked": 0.4, "floor": 0.24},
     "text": {"standard": 0.34, "chunked": 0.4, "floor": 0.24},
+    "arrow": {"standard": 0.3, "chunked": 0.3, "floor": 0.15},
 }
 # Several clients together finish this many times faster than one after another (aggregate ÷ one client).
 SHARED_SPEED_UP = 1.25
@@ -24,7 +25,7 @@ PER_RUN_SECONDS = 0.5
 SEED_SECONDS = 2.0
 DATABASE_START_SECONDS = 2.0
 # Over a link: a body's bytes per row, and how much smaller each coding makes it (measured, NDJSON).
-BODY_BYTES_PER_ROW = {"ndjson": 121, "json": 121, "csv": 69, "text": 69}
+BODY_BYTES_PER_ROW = {"ndjson": 121, "json": 121, "csv": 69, "text": 69, "arrow": 55}
 CODING_RATIO = {"identity": 1.0, "zstd": 6.7, "gzip": 4.5}
 # Compressing costs the server this much more time per request, at least.
 CODING_SLOWER = {"identity": 1.0, "zstd": 1.2, "gzip": 1.3}

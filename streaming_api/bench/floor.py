@@ -1,7 +1,8 @@
 """The floor: PostgreSQL's own export of the same rows, read by asyncpg into a sink that discards them.
 
-`COPY (the same query) TO STDOUT` as CSV (the floor of csv and text), and as one row_to_json per line
-(the floor of ndjson and json; fixed, whatever rendering the service uses). The query is the
+`COPY (the same query) TO STDOUT` as CSV (the floor of csv and text), as one row_to_json per line
+(the floor of ndjson and json; fixed, whatever rendering the service uses), and in PostgreSQL's binary
+format (the floor of arrow: typed values, nothing rendered as text). The query is the
 one /standard runs: the points table, id > after_id, in id order, with the request's limit if any.
 """
 
@@ -17,11 +18,13 @@ from ..db.schema import points
 from ..db.statements import compile_statement
 
 # Which floor an export format is compared with.
-FLOOR_OF_FORMAT = {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "text": "csv"}
+FLOOR_OF_FORMAT = {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "text": "csv", "arrow": "binary"}
 FLOOR_LABELS = {
     "row_to_json": "COPY (SELECT row_to_json(...)) TO STDOUT",
     "csv": "COPY (SELECT ...) TO STDOUT (FORMAT csv, HEADER)",
+    "binary": "COPY (SELECT ...) TO STDOUT (FORMAT binary)",
 }
+COPY_OPTIONS: dict[str, dict[str, object]] = {"csv": {"format": "csv", "header": True}, "binary": {"format": "binary"}}
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def floor_query(kind: str, after_id: int = 0, limit: int | None = None) -> tuple
     if kind == "row_to_json":
         page = rows.subquery("page")
         rows = select(cast(func.row_to_json(literal_column(page.name)), Text)).select_from(page)
-    elif kind != "csv":
+    elif kind not in COPY_OPTIONS:
         raise ValueError(f"unknown floor {kind!r}")
     statement = compile_statement(rows)
     return statement.sql, statement.args()
@@ -65,13 +68,13 @@ async def measure_floor(conn: asyncpg.Connection, kind: str, after_id: int = 0, 
             first_at = time.perf_counter()
         received += len(data)
 
-    options = {"format": "csv", "header": True} if kind == "csv" else {}
+    options = COPY_OPTIONS.get(kind, {})
     cpu_started = time.process_time()
     started = time.perf_counter()
     status = await conn.copy_from_query(sql, *args, output=discard, **options)
     finished = time.perf_counter()
     cpu = time.process_time() - cpu_started
-    # The command tag is "COPY <rows>".
+    # The command tag is "COPY <rows>" (binary too: rows, not messages).
     rows = int(status.split()[-1]) if status else 0
     return FloorRun(
         kind=kind,

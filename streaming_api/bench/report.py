@@ -262,6 +262,17 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     _ms(figures["healthz_p99_ms_during_top_concurrency_chunked"]),
                 ),
             ]
+        if "chunked_arrow" in figures:
+            arrow = figures["chunked_arrow"]
+            lines += [
+                ("/chunked arrow total ÷ COPY binary floor", _num(arrow["total_over_floor"], 2)),
+                ("/chunked arrow total ÷ /chunked ndjson total, 1 client", _num(arrow["total_over_ndjson"], 2)),
+                ("/chunked arrow first byte, 1 client, median ms", _ms(arrow["first_byte_ms_1_client_median"])),
+                (
+                    "/chunked arrow RSS growth per request, 1 client, max MB",
+                    _num(arrow["rss_growth_mb_per_request_1_client_max"]),
+                ),
+            ]
         lines.extend(coding_headline(figures))
         out.extend(f"    {name:<58} {value}" for name, value in lines)
     return out

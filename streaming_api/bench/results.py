@@ -115,6 +115,9 @@ class GroupResult:
     runs: list[RunResult] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     server_log: str | None = None
+    # Bytes of RSS the bench's own server took on with its first one-row export of this format (what the
+    # format loads once per process), kept out of the memory figures (bench.server.ServerProcess.prime).
+    format_load_bytes: int | None = None
 
 
 @dataclass

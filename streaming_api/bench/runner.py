@@ -29,6 +29,7 @@ from .probe import metrics_delta
 from .progress import Progress
 from .results import DEFAULT_ROWS, BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
 from .server import ServerProcess, free_port, server_environment
+from .stats import MB
 from .verify import Verifier, evaluate
 from .wire import Received, Target, fetch_together
 
@@ -170,6 +171,13 @@ class Runner:
                 group.server_log = str(log_path)
                 self.progress.stage(f"{label}: starting a fresh server")
                 control = await server.start(token or "")
+                await server.prime(control, spec, self.options.workers)
+                group.format_load_bytes = server.format_load_rss
+                if server.format_load_rss and server.format_load_rss > 5 * MB:
+                    self.result.notes.append(
+                        f"{label}: the server's first one-row {spec.format} export loaded "
+                        f"{server.format_load_rss / MB:.0f} MB (once per process); not counted per request"
+                    )
             else:
                 assert self.options.url is not None
                 control = Target.from_url(self.options.url, token)

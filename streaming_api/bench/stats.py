@@ -244,6 +244,18 @@ def _scope_headline(
         ),
         "standard_ndjson_total_over_floor": standard["floor_ratio"] if standard else None,
     }
+    # Arrow: against its own floor (a binary COPY), against NDJSON's total (one client, medians), its first
+    # byte and its memory per export.
+    arrow = find("chunked", "arrow")
+    if arrow is not None:
+        arrow_one = level(arrow, 1)
+        arrow_growth = arrow_one["rss_growth_per_request_bytes"]["max"] if arrow_one else None
+        figures["chunked_arrow"] = {
+            "total_over_floor": arrow["floor_ratio"],
+            "total_over_ndjson": over(median(arrow_one, "total_ms"), median(one, "total_ms")),
+            "first_byte_ms_1_client_median": median(arrow_one, "first_byte_ms"),
+            "rss_growth_mb_per_request_1_client_max": None if arrow_growth is None else arrow_growth / MB,
+        }
     # Per coding: the total against identity's (the same endpoint, one client, medians), and what the
     # compressed streams cost the server.
     for coding in codings:

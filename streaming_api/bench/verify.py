@@ -17,8 +17,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..client.records import BodyError, RowParser, row_id, verify_ids
+from ..client.records import BodyError, verify_ids
 from .coding import IDENTITY, coding_of, decode_body
+from .ids import id_reader
 from .results import RequestResult, thin
 from .wire import Received, Response, ResponseError, decode, server_timing
 
@@ -41,23 +42,21 @@ class BodyCheck:
 
 def check_body(fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0) -> BodyCheck:
     """Parse the whole body and check its rows; BodyError says what is wrong."""
-    parser = RowParser(fmt)
+    reader = id_reader(fmt)
     marks: list[tuple[int, int]] = [(0, 0)]
     view = memoryview(body)
 
     def ids() -> Iterator[int]:
         count = 0
         for start in range(0, len(body), BLOCK_BYTES):
-            rows = parser.feed(bytes(view[start : start + BLOCK_BYTES]))
-            count += len(rows)
+            block = reader.feed(bytes(view[start : start + BLOCK_BYTES]))
+            count += len(block)
             marks.append((min(start + BLOCK_BYTES, len(body)), count))
-            for row in rows:
-                yield row_id(row)
-        rows = parser.close()
-        if rows:
-            marks.append((len(body), count + len(rows)))
-        for row in rows:
-            yield row_id(row)
+            yield from block
+        last = reader.close()
+        if last:
+            marks.append((len(body), count + len(last)))
+        yield from last
 
     rows = verify_ids(ids(), expected_rows, after_id)
     return BodyCheck(rows, hashlib.sha256(body).hexdigest(), tuple(marks))

@@ -61,7 +61,7 @@ class Message:
     data: bytes
 
 
-class _StreamDecoder:
+class StreamDecoder:
     """One response's IPC stream, decoded as it arrives. `schemas` holds the first response's schema:
     a resumed response's must equal it, and is not handed on again."""
 
@@ -185,7 +185,7 @@ async def arrow_messages(
         compressed=compressed,
     )
     schemas: list[pa.Schema] = []
-    messages = resumable(options, lambda: _StreamDecoder(schemas))
+    messages = resumable(options, lambda: StreamDecoder(schemas))
     async with aclosing(messages):
         async for message in messages:
             yield message

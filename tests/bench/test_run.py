@@ -28,7 +28,7 @@ from tests.support.processes import processes_mentioning
 from tests.support.waiting import wait_until
 
 BENCH_ROWS = 5000
-FORMATS = ("ndjson", "csv", "json")
+FORMATS = ("ndjson", "csv", "json", "arrow")
 # Generous: the whole run takes about ten seconds on two cores.
 BENCH_TIMEOUT_SECONDS = 300
 
@@ -85,7 +85,9 @@ def _measured(doc: dict) -> list[dict]:
 
 def test_bench_says_what_it_will_run_and_how_long_that_takes_before_it_starts(bench_run):
     first = bench_run.stderr.splitlines()[0]
-    assert first.startswith("bench: standard and chunked × ndjson, csv, json × 5,000 rows, 1, 4 clients, 1 run each:")
+    assert first.startswith(
+        "bench: standard and chunked × ndjson, csv, json, arrow × 5,000 rows, 1, 4 clients, 1 run each:"
+    )
     assert "about" in first and "on two cores" in first
 
 
@@ -161,7 +163,10 @@ def test_bench_server_figures_agree_with_the_client(bench_run):
 def test_bench_measures_the_floor_and_its_ratio(bench_run):
     for summary in bench_run.doc["summary"]:
         floor = summary["floor"]
-        assert floor["kind"] == {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv"}[summary["format"]]
+        assert (
+            floor["kind"]
+            == {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "arrow": "binary"}[summary["format"]]
+        )
         assert floor["rows"] == BENCH_ROWS and floor["ok"]
         assert floor["total_ms"]["median"] > 0
         assert summary["floor_ratio"] == pytest.approx(
@@ -189,6 +194,18 @@ def test_bench_json_describes_the_machine_and_the_headline(bench_run):
     assert headline["chunked_aggregate_rows_per_s_top_over_1_client"] > 0
     assert headline["healthz_p99_ms_during_top_concurrency_chunked"] > 0
     assert bench_run.doc["ok"] is True
+
+
+def test_bench_measures_arrow_against_its_own_floor_and_against_ndjson(bench_run):
+    assert "COPY (SELECT ...) TO STDOUT (FORMAT binary)" in bench_run.stdout
+    arrow = bench_run.doc["headline"][str(BENCH_ROWS)]["chunked_arrow"]
+    assert arrow["total_over_floor"] > 0 and arrow["total_over_ndjson"] > 0
+    assert arrow["first_byte_ms_1_client_median"] > 0
+    # pyarrow loads with the first Arrow export, once per process: measured, and kept out of the per-request
+    # memory figures.
+    loads = {g["format"]: g["format_load_bytes"] for g in bench_run.doc["groups"] if g["endpoint"] == "chunked"}
+    assert loads["arrow"] > 20e6 > loads["ndjson"]
+    assert "arrow export loaded" in bench_run.stdout
 
 
 def test_bench_draws_the_plot(bench_run):

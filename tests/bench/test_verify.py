@@ -158,3 +158,36 @@ def test_rows_within_maps_bytes_received_to_whole_rows():
     # Block-resolution: within one 64 KiB block of the exact count.
     exact = whole[:half].count(b"\n")
     assert exact - 700 <= check.rows_within(half) <= exact
+
+
+def _arrow_body(ids: list[int], end: bool = True) -> bytes:
+    """An Arrow IPC stream written by pyarrow itself: the schema, a batch per two rows, the end marker."""
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("label", pa.utf8(), nullable=False)])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for start in range(0, len(ids), 2):
+            part = ids[start : start + 2]
+            writer.write_batch(pa.record_batch([pa.array(part), pa.array([f"p{i}" for i in part])], schema=schema))
+    data = sink.getvalue().to_pybytes()
+    return data if end else data[:-8]
+
+
+def test_an_arrow_body_passes_and_its_row_marks_count_rows():
+    check = check_body("arrow", _arrow_body([1, 2, 3, 4, 5]), ROWS)
+    assert check.rows == ROWS
+    assert check.rows_within(10**9) == ROWS
+
+
+@pytest.mark.parametrize(
+    ("ids", "end", "problem"),
+    [
+        ([1, 2, 4, 5, 6], True, "missing"),
+        ([1, 2, 2, 3, 4], True, "duplicated"),
+        ([1, 2, 3, 4, 5], False, "end-of-stream"),
+    ],
+)
+def test_a_broken_arrow_body_is_caught(ids, end, problem):
+    with pytest.raises(BodyError, match=problem):
+        check_body("arrow", _arrow_body(ids, end), ROWS)

@@ -10,7 +10,7 @@ import pytest
 from yarl import URL
 
 from streaming_api.client import Retry, read_table, stream_record_batches, stream_rows
-from streaming_api.client.arrow import END_OF_STREAM, _StreamDecoder
+from streaming_api.client.arrow import END_OF_STREAM, StreamDecoder
 from streaming_api.client.errors import Retryable
 from tests.support.pg import ROWS
 from tests.support.relay import FIRST_CUT, SECOND_CUT
@@ -98,7 +98,7 @@ async def test_the_decoder_hands_on_each_batch_when_its_last_byte_arrives(server
     for batch in pa.ipc.open_stream(body):
         position = body.index(batch.serialize().to_pybytes(), position) + batch.serialize().size
         ends.append(position)
-    decoder = _StreamDecoder([])
+    decoder = StreamDecoder([])
     arrived = [i + 1 for i in range(len(body)) for message in decoder.feed(body[i : i + 1]) if message.batch]
     decoder.close()
     assert arrived == ends
@@ -107,7 +107,7 @@ async def test_the_decoder_hands_on_each_batch_when_its_last_byte_arrives(server
 async def test_a_stream_without_its_end_of_stream_marker_is_incomplete(server, token):
     body = await _body(server, token, "limit=203")
     assert body.endswith(END_OF_STREAM)
-    decoder = _StreamDecoder([])
+    decoder = StreamDecoder([])
     decoder.feed(body[: -len(END_OF_STREAM)])
     with pytest.raises(Retryable, match="end-of-stream"):
         decoder.close()
