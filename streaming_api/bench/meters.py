@@ -3,6 +3,7 @@ the server's resident memory, and its own figures from /metrics; RunMeters gathe
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -12,7 +13,6 @@ import psutil
 
 from .probe import HealthzFigures, HealthzProbe, Poller, Samples, metric_sum, parse_metrics, scrape
 from .results import downsample
-from .server import tree_rss
 from .wire import Target
 
 RSS_INTERVAL_SECONDS = 0.010
@@ -89,7 +89,9 @@ class RssFigures:
 
 class RssSampler:
     """Samples a local process's RSS every 10 ms on a thread of its own (the event loop cannot delay it).
-    With tree, the sum over the process and its descendants (a server's workers)."""
+    With tree, the sum over the process and the descendants it has when sampling starts (a server's
+    workers): listing them is a walk over every process on the machine, too dear to repeat every 10 ms
+    on a thread that shares the GIL with the client whose first bytes it times."""
 
     def __init__(self, pid: int, interval: float = RSS_INTERVAL_SECONDS, tree: bool = False) -> None:
         self.process = psutil.Process(pid)
@@ -100,16 +102,19 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._idle: int | None = None
         self._hwm_reset = False
+        self._processes = [self.process]
 
     def _rss(self) -> int | None:
-        if self.tree:
-            return tree_rss(self.process.pid)
-        try:
-            return self.process.memory_info().rss
-        except psutil.Error:
-            return None
+        total = 0
+        for process in self._processes:
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+        return total or None
 
     def start(self) -> None:
+        if self.tree:
+            with contextlib.suppress(psutil.Error):
+                self._processes = [self.process, *self.process.children(recursive=True)]
         self._idle = self._rss()
         self._hwm_reset = _reset_hwm(self.process.pid)
         self._thread.start()
