@@ -156,3 +156,9 @@ def test_the_client_loads_no_server_code():
         check=True,
     )
     assert loaded.stdout.strip() == ""
+
+
+def test_the_readme_stays_a_manual_of_a_few_screens():
+    # Results, internals and long tables belong in docs/: the README is the user's manual.
+    size = len((PROJECT_ROOT / "README.md").read_bytes())
+    assert size <= 16_000, f"README.md is {size:,} bytes: move details to docs/"
