@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +39,22 @@ def secret_file(settings: Settings) -> Path:
 
 
 def _generated_secret(path: Path) -> bytes:
-    """A random 32-byte secret kept in the data directory (mode 0600), made once, so tokens survive restarts."""
+    """A random 32-byte secret kept in the data directory (mode 0600), made once, so tokens survive restarts.
+
+    Written whole under a name of its own, then linked into place: processes starting together (workers,
+    a server and `run.py token`) see no file or the whole secret, never half of one, and all keep the
+    first that was linked."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        log.info("generated a JWT secret in %s", path)
+        fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(written, path)
+                log.info("generated a JWT secret in %s", path)
+        finally:
+            os.unlink(written)
     return bytes.fromhex(path.read_text().strip())
 
 

@@ -5,6 +5,7 @@ Also the generated JWT secret, which lives in the data directory.
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from pathlib import Path
 
@@ -153,6 +154,31 @@ def test_generated_secret_is_reused_on_the_next_load(tmp_path):
     second = load_keys(settings)
     assert second.verify_key == first.verify_key
     assert verify(second, f"JWT {token}")["sub"] == "restart"
+
+
+def _load_at_once(barrier, data_dir: str, results) -> None:
+    barrier.wait()
+    try:
+        results.put(load_keys(settings_module.build({"data_dir": data_dir})).verify_key.hex())
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_starting_together_share_one_whole_secret(tmp_path):
+    # As `serve --workers N` starts its workers, or a server and `run.py token` start together.
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        data_dir = str(tmp_path / f"data{attempt}")
+        barrier, results = context.Barrier(6), context.Queue()
+        processes = [context.Process(target=_load_at_once, args=(barrier, data_dir, results)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        keys = [results.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        assert len(set(keys)) == 1, keys
+        assert len(bytes.fromhex(keys[0])) == 32
+        assert [p.name for p in (tmp_path / f"data{attempt}").iterdir()] == ["jwt_secret"]
 
 
 def test_each_data_directory_gets_its_own_secret(tmp_path):

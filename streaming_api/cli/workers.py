@@ -172,11 +172,13 @@ async def supervise(settings: Settings) -> int:
         await database.start()
         seeding = await database.ensure_rows(settings.rows, "empty", rows_bar(StatusLine()))
         assert database.url is not None
+        # Made here once (a generated secret included), before the workers read the same keys.
+        keys = load_keys(settings)
         # The workers use the database this process started (and seeded) for them.
         supervisor = Supervisor(settings.replace(database_url=database.url), metrics_directory)
         workers = [supervisor.start(index) for index in range(1, count + 1)]
         await asyncio.to_thread(supervisor.wait_ready, workers)
-        token = mint_token(load_keys(settings), subject="banner", ttl=settings.token_ttl)
+        token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
         description = f"{database.description}, {count} workers"
         print(banner(settings, seeding.rows, description, token), flush=True)
         while not stopping.is_set():
