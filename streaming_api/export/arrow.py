@@ -20,7 +20,6 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from ..db.schema import points
 from .layout import Bound, Layout
 
-CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 # The IPC stream's end-of-stream marker: without it a reader knows the stream was cut short.
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 # PostgreSQL counts time from 2000-01-01, Arrow from 1970-01-01: the difference in microseconds.

@@ -76,6 +76,7 @@ def _arrow(columns: tuple[str, ...]) -> Layout:
     return arrow.layout(columns)
 
 
+@lru_cache(maxsize=1)
 def _arrow_available() -> bool:
     try:
         from . import arrow  # noqa: F401
@@ -169,11 +170,12 @@ def negotiate(accept: str | None) -> Format:
     """The format for an Accept header (q-values honoured); ndjson for none or */*."""
     if accept is None or not accept.strip():
         return DEFAULT_FORMAT
+    ranges = _parse_accept(accept)
     best: tuple[float, int, int, int] | None = None
     chosen: Format | None = None
     for fmt_order, fmt in enumerate(FORMATS.values()):
         # The q of the most specific range that matches this format decides for it (RFC 9110 12.5.1).
-        matching = [(_matches(media, fmt.content_type), q, pos) for q, pos, media in _parse_accept(accept)]
+        matching = [(_matches(media, fmt.content_type), q, pos) for q, pos, media in ranges]
         matching = [m for m in matching if m[0]]
         if not matching:
             continue

@@ -237,24 +237,26 @@ async def pages(
     layout = export.layout
     in_flight: deque[asyncio.Task[Page]] = deque()
 
+    started = False  # whether the first page has been started
+
     async def top_up(up_to: int, may_wait: bool) -> None:
         """Start pages until `up_to` are in flight: those whose bounds are known, or, when `may_wait`
         and nothing is in flight, the next one once its plan arrives."""
+        nonlocal started
         while len(in_flight) < up_to:
             # Nothing plans ahead before the first page is out: nothing competes with the rows a client
             # waits for first.
-            spec = planner.take_ready(plan_ahead=bool(started_pages))
+            spec = planner.take_ready(plan_ahead=started)
             if spec is None:
                 if not may_wait or in_flight:
                     return
-                spec = await planner.take(plan_ahead=bool(started_pages))
+                spec = await planner.take(plan_ahead=started)
                 if spec is None:
                     return
-            priority = Lanes.FIRST if not started_pages else Lanes.LATER
-            started_pages.append(spec)
+            priority = Lanes.LATER if started else Lanes.FIRST
+            started = True
             in_flight.append(asyncio.ensure_future(_fetch_page(lanes, queries, layout, spec, clock, priority)))
 
-    started_pages: list[PageSpec] = []
     try:
         await top_up(1, may_wait=True)
         first = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import subprocess
+import sys
 
 import aiohttp
 import polars as pl
@@ -12,6 +14,7 @@ import pyarrow as pa
 import pyarrow.ipc
 import pytest
 
+from streaming_api.settings import PROJECT_ROOT
 from tests.support.bodies import ENDPOINTS, raw_rows
 from tests.support.pg import ROWS, while_the_database_fails
 from tests.support.running import running
@@ -105,3 +108,23 @@ async def test_an_aborted_arrow_stream_has_no_end_of_stream_marker(big_settings,
         with pytest.raises(aiohttp.ClientPayloadError):
             await while_the_database_fails(big_url, read())
     assert not received.endswith(END_OF_STREAM)
+
+
+def test_without_pyarrow_arrow_is_a_406_naming_what_to_install():
+    # sys.modules[name] = None makes `import name` fail, as on a server installed without the arrow extra.
+    code = (
+        "import json, sys; sys.modules['pyarrow'] = None\n"
+        "from multidict import MultiDict\n"
+        "from streaming_api.export.request import FormatUnavailable, parse_export\n"
+        "from streaming_api.web import problems\n"
+        "try:\n"
+        "    parse_export(MultiDict(format='arrow'), None, {'format'}, None, 10_000)\n"
+        "except FormatUnavailable as exc:\n"
+        "    error = problems.format_unavailable(exc.format)\n"
+        "    print(error.status, json.loads(error.text)['error'], json.loads(error.text)['detail'])\n"
+        "parse_export(MultiDict(format='csv'), None, {'format'}, None, 10_000)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == (
+        "406 format_unavailable this server cannot write arrow: it needs pyarrow (pip install 'streaming_api[arrow]')"
+    )
