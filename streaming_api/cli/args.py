@@ -33,10 +33,7 @@ def positive_list(text: str) -> tuple[int, ...]:
     """Comma-separated whole numbers >= 1, duplicates dropped: 1,8,32."""
     values = []
     for item in text.split(","):
-        try:
-            value = int(item.strip().replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item.strip()!r} is not a whole number") from None
+        value = _whole_number(item)
         if value < 1:
             raise argparse.ArgumentTypeError(
                 f"{value} is not a positive number (separate values with commas; write 500000 or 500_000 for one)"

@@ -7,9 +7,9 @@ import argparse
 from aiohttp import web
 
 from ..settings import Settings
-from ..tokens import load_keys, mint_token
+from ..tokens import mint_token
 from ..web.connections import listening_socket
-from ..web.keys import DATABASE, DATABASE_STATE, ROWS
+from ..web.keys import DATABASE, DATABASE_STATE, KEYS, ROWS
 from .console import StatusLine, rows_bar
 from .running import banner, run_loop, serve_on, setup_logging
 
@@ -42,7 +42,7 @@ async def serve(settings: Settings) -> None:
     """One process: start (socket, database, pool), serve until a stop signal, then stop in order and say so."""
 
     def announce(app: web.Application) -> None:
-        token = mint_token(load_keys(settings), subject="banner", ttl=settings.token_ttl)
+        token = mint_token(app[KEYS], subject="banner", ttl=settings.token_ttl)
         print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
 
     # The port first: a port in use is a one-line error at once, not after the database has started.

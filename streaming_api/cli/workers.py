@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -148,12 +147,9 @@ class Supervisor:
 
 def _check_port(settings: Settings) -> None:
     """Fail at once on a port someone else holds: our own workers' sockets would share it with theirs."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        settings.host or None, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
+    from ..web.connections import listening_socket
+
+    listening_socket(settings.host, settings.port).close()
 
 
 async def supervise(settings: Settings) -> int:

@@ -23,7 +23,6 @@ from .keys import (
     DATABASE_STATE,
     KEYS,
     LANES,
-    METRICS,
     OBSERVER,
     POOL,
     QUERIES,
@@ -78,7 +77,6 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
 
 def _add_metrics(app: web.Application, require_token: bool) -> None:
     metrics = Metrics()
-    app[METRICS] = metrics
     app[OBSERVER] = metrics
 
     async def metrics_view(request: web.Request) -> web.Response:

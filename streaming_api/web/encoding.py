@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from ..export.formats import quality_values
@@ -73,19 +72,8 @@ class GzipEncoder:
         return self._compressor.flush(gzip_library.Z_FINISH)
 
 
-@dataclass(frozen=True)
-class Coding:
-    name: str
-    encoder: Callable[[int], Encoder]
-    # The levels this service accepts for it (its setting is validated against them).
-    levels: range
-
-
-CODINGS: dict[str, Coding] = {
-    "zstd": Coding("zstd", ZstdEncoder, range(-7, 23)),
-    # ISA-L has levels 0..3; zlib 0..9.
-    "gzip": Coding("gzip", GzipEncoder, range(0, 4) if gzip_library is not zlib else range(0, 10)),
-}
+# Each coding's encoder for a level (the settings check the levels: zstd -7..22, gzip 0..3 as ISA-L has them).
+CODINGS: dict[str, Callable[[int], Encoder]] = {"zstd": ZstdEncoder, "gzip": GzipEncoder}
 
 
 class NotAcceptableEncoding(ValueError):
@@ -118,4 +106,4 @@ def encoder(name: str, levels: dict[str, int]) -> Encoder | None:
     """A fresh encoder for one response (None for identity)."""
     if name == IDENTITY:
         return None
-    return CODINGS[name].encoder(levels[name])
+    return CODINGS[name](levels[name])

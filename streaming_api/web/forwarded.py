@@ -35,15 +35,10 @@ def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> st
         return peer
     forwarded = [part.strip() for value in request.headers.getall("X-Forwarded-For", []) for part in value.split(",")]
     for address in reversed(forwarded):
-        if not _trusted(address, trusted):
-            # Only an address: a header is no place for anything else to reach the log.
-            return address if _is_ip(address) else "-"
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return "-"  # only an address: a header is no place for anything else to reach the log
+        if not any(ip in network for network in trusted):
+            return address
     return peer
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -15,7 +15,6 @@ from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import Keys
 from .guards import StandardSlots
-from .metrics import Metrics
 from .timing import RequestObserver, RequestTiming
 
 
@@ -43,7 +42,6 @@ COUNTER = web.AppKey("row_counter", RowCounter)
 STANDARD_SLOTS = web.AppKey("standard_slots", StandardSlots)
 # The tasks serving requests right now, so shutdown can wait for them or cancel them.
 IN_FLIGHT = web.AppKey("in_flight", set[asyncio.Task])
-METRICS = web.AppKey("metrics", Metrics)
 OBSERVER = web.AppKey("request_observer", RequestObserver)
 
 TIMING = web.RequestKey("timing", RequestTiming)

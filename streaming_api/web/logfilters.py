@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .middleware.timing import redact_text
 
 
-def _one_line(record: logging.LogRecord, exc: BaseException, reason: str) -> None:
+def _one_line(record: logging.LogRecord, reason: str) -> None:
     record.msg = f"{record.getMessage()}: {reason}"
     record.args = None
     record.exc_info = None
@@ -24,7 +24,7 @@ class TracebackToOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            _one_line(record, exc, f"{type(exc).__name__}: {exc}")
+            _one_line(record, f"{type(exc).__name__}: {exc}")
         return True
 
 
@@ -35,7 +35,7 @@ class UnparsableRequestToOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            _one_line(record, exc, f"{exc.code} {type(exc).__name__}")
+            _one_line(record, f"{exc.code} {type(exc).__name__}")
             # The client sent something malformed: not an error of the server's.
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -51,7 +51,7 @@ class LostConnectionFutureToOneLine(logging.Filter):
         if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError) and "never retrieved" in str(
             record.msg
         ):
-            _one_line(record, exc, f"{type(exc).__name__}: {exc}")
+            _one_line(record, f"{type(exc).__name__}: {exc}")
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
