@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from ..settings import PROJECT_ROOT
 from .linkspec import LinkSpec
 
@@ -74,16 +76,6 @@ async def _run(*command: str, check: bool = True) -> str:
     return out.decode(errors="replace")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def remove_stale_namespaces() -> list[str]:
     """Delete the namespaces of benches whose process is gone (killed before they could clean up)."""
     removed = []
@@ -91,7 +83,7 @@ async def remove_stale_namespaces() -> list[str]:
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
         match = re.fullmatch(rf"{NAMESPACE_PREFIX}(\d+)-\d+", name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not psutil.pid_exists(int(match.group(1))):
             await _run("ip", "netns", "delete", name, check=False)
             removed.append(name)
     return removed

@@ -31,6 +31,8 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
+import psutil
+
 from .postmaster import (
     PG_OS_USER,
     EmbeddedPostgresError,
@@ -271,7 +273,7 @@ class EmbeddedPostgres:
                 pid = int(path.read_text().split("\n", 1)[0])
             except (OSError, ValueError):
                 continue
-            if _pid_exists(pid):
+            if psutil.pid_exists(pid):
                 log.warning("removing the stale %s (its pid %s is no postmaster now)", path.name, pid)
                 path.unlink(missing_ok=True)
 
@@ -341,16 +343,6 @@ def _spawn_watchdog(pgdata: Path, log_path: Path) -> subprocess.Popen[bytes]:
             start_new_session=True,
             close_fds=True,
         )
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _last_line(text: str) -> str:

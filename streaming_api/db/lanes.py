@@ -54,7 +54,7 @@ class Lanes:
             self._free += 1
             self._dispatch()
 
-    async def ping(self, within_seconds: float = 2.0) -> None:
+    async def ping(self, within_seconds: float) -> None:
         """One round trip to the database, first in line: a health check never queues behind exports."""
         async with asyncio.timeout(within_seconds), self.connection(self.FIRST) as conn:
             await conn.execute(PING)

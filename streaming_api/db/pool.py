@@ -43,9 +43,8 @@ BASE_SERVER_SETTINGS = {"application_name": "streaming_api", "TimeZone": "UTC", 
 @dataclass(frozen=True)
 class Connected:
     pool: asyncpg.Pool
-    # A pooler in between refused or dropped statement_timeout: every unit of work runs in a transaction.
-    behind_pooler: bool
-    # What each such transaction runs first (None straight to PostgreSQL).
+    # Behind a pooler (it refused or dropped statement_timeout) every unit of work runs in a transaction:
+    # what each such transaction runs first. None straight to PostgreSQL.
     unit_begin: str | None
 
 
@@ -98,7 +97,7 @@ async def create_pool(url: str, min_size: int, max_size: int, statement_timeout:
         timeout=CONNECT_TIMEOUT_SECONDS,
         reset=_keep_session,
     )
-    return Connected(pool, behind_pooler, unit_begin)
+    return Connected(pool, unit_begin)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

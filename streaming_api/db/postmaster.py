@@ -80,11 +80,8 @@ def open_lock(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
-def lock(fd: int, operation: int, within: float | None = None) -> bool:
-    """flock(2); with `within`, give up (False) after that many seconds."""
-    if within is None:
-        fcntl.flock(fd, operation)
-        return True
+def lock(fd: int, operation: int, within: float) -> bool:
+    """flock(2), giving up (False) after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
         try:
@@ -175,11 +172,11 @@ def processes_in(pgdata: Path) -> list[int]:
     return found
 
 
-def stop_server(pgdata: Path, settle: float = SETTLE_SECONDS) -> str:
+def stop_server(pgdata: Path) -> str:
     """Stop the server of pgdata; what was done, for a log line. The caller holds start.lock and no owner is
     left, so nobody starts or joins meanwhile."""
     pid = live_postmaster(pgdata)
-    deadline = time.monotonic() + settle
+    deadline = time.monotonic() + SETTLE_SECONDS
     while pid is None and processes_in(pgdata) and time.monotonic() < deadline:
         # Polled with a deadline: an interrupted start may still bring a postmaster up.
         time.sleep(0.2)

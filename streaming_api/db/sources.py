@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from .lanes import Lanes
-from .pool import DB_ERRORS, Connected, close_pool, create_pool
+from .pool import DB_ERRORS, close_pool, create_pool
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,11 @@ class Source:
     name: str
     url: str
     replica: bool
-    connected: Connected | None = None
     lanes: Lanes | None = None
     healthy: bool = False
     # When a failed replica may be tried again (time.monotonic()).
     retry_at: float = 0.0
     error: str | None = None
-    served: int = 0
 
     @property
     def label(self) -> str:
@@ -87,7 +85,6 @@ class Sources:
         source.retry_at = time.monotonic() + RETRY_SECONDS
 
     def worked(self, source: Source) -> None:
-        source.served += 1
         if source.replica and not source.healthy:
             log.info("%s answers again", source.name)
             source.healthy = True
@@ -99,16 +96,17 @@ class Sources:
             raise ConnectionError(source.error or "not connected")
         await source.lanes.ping(PING_SECONDS)
 
-    async def _connect(self, source: Source, min_size: int, max_size: int, statement_timeout: float) -> None:
-        source.connected = await create_pool(source.url, min_size, max_size, statement_timeout)
-        source.lanes = Lanes(source.connected.pool, max_size, source.connected.unit_begin)
+    async def connect(self, source: Source, min_size: int, max_size: int, statement_timeout: float) -> None:
+        """Open the source's pool, and its lanes over it."""
+        connected = await create_pool(source.url, min_size, max_size, statement_timeout)
+        source.lanes = Lanes(connected.pool, max_size, connected.unit_begin)
 
     async def start_replicas(self, min_size: int, max_size: int, statement_timeout: float) -> None:
         """Connect to every replica; one that does not answer is a warning (it is tried again later)."""
 
         async def connect(replica: Source) -> None:
             try:
-                await self._connect(replica, min_size, max_size, statement_timeout)
+                await self.connect(replica, min_size, max_size, statement_timeout)
                 replica.healthy = True
             except (*DB_ERRORS, asyncpg.PostgresError) as exc:
                 replica.error = _describe(exc)
@@ -128,7 +126,7 @@ class Sources:
                     continue
                 try:
                     if replica.lanes is None:
-                        await self._connect(replica, min_size, max_size, statement_timeout)
+                        await self.connect(replica, min_size, max_size, statement_timeout)
                     await self.ping(replica)
                 except (*DB_ERRORS, asyncpg.PostgresError) as exc:
                     replica.error = _describe(exc)
@@ -140,9 +138,9 @@ class Sources:
             self._checking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checking
-        for replica in self.replicas:
-            if replica.connected is not None:
-                await close_pool(replica.connected.pool)
+        for source in (*self.replicas, self.primary):
+            if source.lanes is not None:
+                await close_pool(source.lanes.pool)
 
 
 def _describe(exc: BaseException) -> str:

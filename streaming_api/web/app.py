@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ..db.database import Database
-from ..db.lanes import Lanes
-from ..db.pool import close_pool, create_pool
 from ..db.sources import sources_for
 from ..export.count import RowCounter
 from ..export.formats import BY_EXTENSION
@@ -54,21 +52,19 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
             app[ROWS] = (await db.ensure_rows(settings.rows, "empty", seed_progress)).rows
             app[DATABASE] = db.description
             assert db.url is not None
-            connected = await create_pool(
-                db.url, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout
-            )
             sources = sources_for(db.url, settings.replica_urls)
-            sources.primary.connected = connected
-            sources.primary.lanes = Lanes(connected.pool, settings.pool_max_size, connected.unit_begin)
+            await sources.connect(
+                sources.primary, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout
+            )
+            assert sources.primary.lanes is not None
             try:
-                app[POOL] = connected.pool
+                app[POOL] = sources.primary.lanes.pool
                 app[LANES] = sources.primary.lanes
                 app[SOURCES] = sources
                 await sources.start_replicas(settings.pool_min_size, settings.pool_max_size, settings.statement_timeout)
                 yield
             finally:
-                await sources.close()
-                await close_pool(connected.pool)
+                await sources.close()  # the replicas' pools, then the primary's
         finally:
             app[DATABASE_STATE].stopped = await db.stop()
 

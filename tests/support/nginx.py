@@ -14,6 +14,8 @@ from pathlib import Path
 
 from streaming_api.settings import PROJECT_ROOT
 
+from .processes import free_port
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DEPLOYMENT_DOC = PROJECT_ROOT / "docs" / "deployment.md"
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -39,17 +41,11 @@ def stock(upstream_port: int) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Nginx:
     """nginx in the foreground with its own prefix, pid file and logs, listening on a free loopback port."""
 
     def __init__(self, server_block: str, upstream_port: int, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         block = server_block.replace("127.0.0.1:8080", f"127.0.0.1:{upstream_port}")
         block = re.sub(r"listen\s+80;", f"listen 127.0.0.1:{self.port};", block)

