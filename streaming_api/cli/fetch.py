@@ -15,6 +15,7 @@ from yarl import URL
 from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, download
 from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
+from ..client.resume import columns_argument
 from ..columns import KEY
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
@@ -212,7 +213,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if problem := _format_problem(args):
         print(f"fetch: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if args.columns is not None and KEY not in (name.strip() for name in args.columns.split(",")):
+    names = columns_argument(args.columns)
+    if names is not None and KEY not in names:
         print(f"fetch: --columns without {KEY}: a dropped connection cannot be resumed", file=sys.stderr)
     so_far = Transferred()
     try:

@@ -18,6 +18,7 @@ import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import aiohttp
 import numpy as np
@@ -150,6 +151,27 @@ class StreamDecoder:
         return batch.num_rows, int(ids[-1])
 
 
+class ArrowStreamWriter:
+    """An .arrow stream file from arrow_messages: every message as received (the decoder already saw to one
+    schema, first), then the end-of-stream marker."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self.bytes_written = 0
+
+    def write(self, message: Message) -> None:
+        self._write(message.data)
+
+    def finish(self) -> None:
+        if not self.bytes_written:
+            raise BodyError("no response reached its schema")
+        self._write(END_OF_STREAM)
+
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self.bytes_written += len(data)
+
+
 async def arrow_messages(
     url: str,
     token: str,
@@ -168,7 +190,7 @@ async def arrow_messages(
 ) -> AsyncIterator[Message]:
     """The schema message once, then every record batch's message, across resumes (one valid stream
     once END_OF_STREAM follows them); see stream_rows for the arguments."""
-    options: Options[Message] = Options(
+    options = Options(
         url,
         token,
         "arrow",

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 PARQUET = "parquet"
 # What fetch can write: the server's text formats as they are, its Arrow stream, and Parquet made from it.
 FETCH_FORMATS = (*FORMATS, ARROW, PARQUET)
-# End of an Arrow IPC stream (as client.arrow.END_OF_STREAM, without importing pyarrow here).
-_ARROW_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 # Between records, and after the last one, as the service writes each format.
 SEPARATORS = {"ndjson": b"\n", "csv": b"\n", "text": b"\n", "json": b",\n"}
@@ -70,33 +68,6 @@ class BodyWriter:
         if not self._head_written:
             raise BodyError("no response reached its first record or header")
         self._write(self._closing)
-
-    def _write(self, data: bytes) -> None:
-        self._sink.write(data)
-        self.bytes_written += len(data)
-
-
-class ArrowStreamWriter:
-    """Writes the schema message, each record batch's message as received, then the end-of-stream marker."""
-
-    def __init__(self, sink: BinaryIO) -> None:
-        self._sink = sink
-        self._schema_written = False
-        self.bytes_written = 0
-
-    def write(self, message: Message) -> None:
-        if message.batch is None:
-            if self._schema_written:
-                raise BodyError("a second schema message")
-            self._schema_written = True
-        elif not self._schema_written:
-            raise BodyError("a record batch before the schema")
-        self._write(message.data)
-
-    def finish(self) -> None:
-        if not self._schema_written:
-            raise BodyError("no response reached its schema")
-        self._write(_ARROW_END_OF_STREAM)
 
     def _write(self, data: bytes) -> None:
         self._sink.write(data)
@@ -207,9 +178,10 @@ def _source(
     """The writer for the format, and what it writes: text batches, or Arrow messages (pyarrow loaded here)."""
     if fmt in FORMATS:
         return BodyWriter(fmt, sink), stream_batches(url, token, fmt, after_id, **options)
-    messages = load_arrow().arrow_messages(url, token, after_id, **options)
+    arrow = load_arrow()
+    messages = arrow.arrow_messages(url, token, after_id, **options)
     if fmt == ARROW:
-        return ArrowStreamWriter(sink), messages
+        return arrow.ArrowStreamWriter(sink), messages
     from .parquet import ParquetFileWriter
 
     return ParquetFileWriter(sink), messages

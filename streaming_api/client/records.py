@@ -149,11 +149,6 @@ class RowParser:
         return records
 
 
-def parse_body(fmt: str, body: bytes) -> list[Row]:
-    parser = RowParser(fmt)
-    return parser.feed(body) + parser.close()
-
-
 def row_id(row: Row, position: int = 0) -> int:
     """A row's id: its "id" key, or for a CSV record its field at `position` (where columns= put the id)."""
     try:

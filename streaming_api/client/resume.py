@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -41,7 +41,7 @@ class Decoder(Protocol[T]):
 
 
 @dataclass(frozen=True)
-class Options(Generic[T]):
+class Options:
     """One export to read: what to ask for, and how to behave when it fails."""
 
     url: str
@@ -97,7 +97,7 @@ def _request_url(
     return base.update_query(query)
 
 
-async def resumable(options: Options[T], new_decoder: Callable[[], Decoder[T]]) -> AsyncIterator[T]:
+async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> AsyncIterator[T]:
     """The items of the export, each exactly once, resuming after drops (see stream_rows for the rules)."""
     own_session = options.session is None
     session = options.session or aiohttp.ClientSession(

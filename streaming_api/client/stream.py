@@ -18,17 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..columns import COLUMNS, KEY
-from .errors import (
-    BadRequest,
-    CannotResume,
-    GaveUp,
-    RequestRejected,
-    Retry,
-    Retryable,
-    RowCount,
-    StreamError,
-    Unauthorized,
-)
+from .errors import Retry, Retryable, RowCount
 from .records import FORMATS, BodyError, RecordSplitter, Row, RowParser, row_id
 from .resume import Options, columns_argument, resumable
 
@@ -49,15 +39,7 @@ def load_arrow() -> ModuleType:
 __all__ = [
     "ARROW",
     "PYARROW_MISSING",
-    "BadRequest",
     "Batch",
-    "CannotResume",
-    "GaveUp",
-    "RequestRejected",
-    "Retry",
-    "RowCount",
-    "StreamError",
-    "Unauthorized",
     "load_arrow",
     "stream_batches",
     "stream_rows",
@@ -141,7 +123,7 @@ async def stream_batches(
         hint = "; for Arrow use stream_rows or stream_record_batches" if format == ARROW else ""
         raise ValueError(f"unknown format {format!r}; one of {', '.join(FORMATS)}{hint}")
     names = columns_argument(columns)
-    options: Options[Batch] = Options(
+    options = Options(
         url,
         token,
         format,
