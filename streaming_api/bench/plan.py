@@ -79,9 +79,7 @@ def guards(options: Options) -> dict[str, object]:
 
 
 def server_settings(options: Options, settings: Settings, data_path: object) -> Settings:
-    known = set(Settings.__dataclass_fields__)
-    lifted = {name: value for name, value in guards(options).items() if name in known}
-    return settings.replace(data_dir=str(data_path), database_url=None, host="127.0.0.1", **lifted)
+    return settings.replace(data_dir=str(data_path), database_url=None, host="127.0.0.1", **guards(options))
 
 
 def describe_server(options: Options, settings: Settings, owned: bool, data_path: object) -> dict:

@@ -164,7 +164,6 @@ class _Side(asyncio.Protocol):
         self.incoming = incoming
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -175,7 +174,6 @@ class _Side(asyncio.Protocol):
         self.outgoing.push(data)
 
     def eof_received(self) -> bool:
-        self.eof = True
         self.outgoing.push_end()
         return True  # half-closed: keep sending the other way
 

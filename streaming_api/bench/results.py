@@ -12,6 +12,7 @@ import asyncpg
 import psutil
 
 from .. import __version__
+from ..settings import Settings
 from .linkspec import LinkSpec
 
 DEFAULT_ROWS = 500_000
@@ -42,6 +43,10 @@ class Options:
     links: tuple[LinkSpec | None, ...] = ()
     # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
     shaper: str = "auto"
+
+    def data_path(self, settings: Settings) -> Path:
+        """Where the bench keeps its database, its server's log, its JSON and its plot."""
+        return (self.data_dir or settings.data_path / "bench").resolve()
 
 
 @dataclass

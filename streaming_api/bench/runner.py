@@ -48,7 +48,7 @@ class Runner:
         self.verifier = Verifier()
         self.conn: asyncpg.Connection | None = None
         self.database: Database | None = None
-        self.data_path = (options.data_dir or settings.data_path / "bench").resolve()
+        self.data_path = options.data_path(settings)
         self.server_settings = server_settings(options, settings, self.data_path) if self.owned else settings
         self.result = BenchResult(
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -166,7 +166,7 @@ class Runner:
                 host = self.link.server_host if self.link else "127.0.0.1"
                 port = free_port(host)
                 log_path = self.data_path / "server.log"
-                env = server_environment(self.settings, self.data_path, port, rows, guards(self.options), host)
+                env = server_environment(self.data_path, port, rows, guards(self.options), host)
                 server = ServerProcess(env, port, log_path, host)
                 group.server_log = str(log_path)
                 self.progress.stage(f"{label}: starting a fresh server")

@@ -14,13 +14,12 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import psutil
 
-from ..settings import PROJECT_ROOT, Settings
+from ..settings import PROJECT_ROOT
 from .wire import Target, fetch
 
 if TYPE_CHECKING:
@@ -37,12 +36,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_environment(
-    settings: Settings, data_path: Path, port: int, rows: int, guards: Mapping[str, object], host: str = "127.0.0.1"
+    data_path: Path, port: int, rows: int, guards: Mapping[str, object], host: str = "127.0.0.1"
 ) -> dict[str, str]:
     """The subprocess's environment: this bench's data dir, address and size, always the embedded database.
     `host` is 127.0.0.1, or the bench's end of a link's veth pair (bench.link): never a public address."""
     env = dict(os.environ)
-    known = {f.name for f in fields(Settings)}
     values: dict[str, object] = {
         "data_dir": str(data_path),
         # Empty means none: the bench never seeds (truncates) a table it does not own.
@@ -54,24 +52,33 @@ def server_environment(
         **guards,
     }
     for name, value in values.items():
-        if name in known:
-            text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-            env[f"STREAMING_API_{name.upper()}"] = text
+        text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+        env[f"STREAMING_API_{name.upper()}"] = text
     return env
 
 
-def tree_rss(pid: int) -> int | None:
-    """The resident memory of a process and its descendants (a server and its workers), in bytes."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants (a server and its workers, PostgreSQL and its backends); psutil.Error
+    when the process is gone. Listing them walks every process on the machine: not a thing to repeat often."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def rss_sum(processes: list[psutil.Process]) -> int | None:
+    """Their resident memory together, in bytes (those gone meanwhile left out); None if all are gone."""
     total = 0
     for process in processes:
         with contextlib.suppress(psutil.Error):
             total += process.memory_info().rss
     return total or None
+
+
+def tree_rss(pid: int) -> int | None:
+    """The resident memory of a process and its descendants, in bytes."""
+    try:
+        return rss_sum(process_tree(pid))
+    except psutil.Error:
+        return None
 
 
 def _open_log(path: Path) -> IO[bytes]:

@@ -40,7 +40,9 @@ class BodyCheck:
         return self.row_marks[index][1] if index >= 0 else 0
 
 
-def check_body(fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0) -> BodyCheck:
+def check_body(
+    fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0, digest: str | None = None
+) -> BodyCheck:
     """Parse the whole body and check its rows; BodyError says what is wrong."""
     reader = id_reader(fmt)
     marks: list[tuple[int, int]] = [(0, 0)]
@@ -59,7 +61,7 @@ def check_body(fmt: str, body: bytes, expected_rows: int | None, after_id: int =
         yield from last
 
     rows = verify_ids(ids(), expected_rows, after_id)
-    return BodyCheck(rows, hashlib.sha256(body).hexdigest(), tuple(marks))
+    return BodyCheck(rows, digest or hashlib.sha256(body).hexdigest(), tuple(marks))
 
 
 class Verifier:
@@ -87,7 +89,7 @@ class Verifier:
         if digest in known:
             self.matched += 1
             return known[digest]
-        check = check_body(fmt, body, expected_rows, after_id)
+        check = check_body(fmt, body, expected_rows, after_id, digest)
         self.parsed += 1
         known[digest] = check
         if coding == IDENTITY:

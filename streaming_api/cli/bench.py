@@ -90,7 +90,7 @@ class BenchConsole:
 # The default: about a minute on two cores, and still the whole point (first rows long before /standard's
 # first byte, flat memory against /standard's growth, the ratio to PostgreSQL's own COPY).
 QUICK = {"formats": ("ndjson",), "concurrency": (1, 8), "repeat": 3}
-PAGE_SIZE_RANGE = range(1, 10_001)
+PAGE_SIZE_RANGE = range(1, Settings.max_page_size + 1)
 # --full: every format but text (csv by another name) at 1, 8 and 32 clients: about 15 minutes on two cores.
 FULL = {"formats": ("ndjson", "csv", "json", "arrow"), "concurrency": (1, 8, 32), "repeat": 5}
 
@@ -273,7 +273,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         links=links,
         shaper=args.shaper,
     )
-    json_path, plot_path = outputs(args, (args.data_dir or settings.data_path / "bench").resolve())
+    json_path, plot_path = outputs(args, options.data_path(settings))
     if not args.quiet:
         print(
             f"bench: {describe_plan(options)}: {describe_duration(estimate_seconds(options))} on two cores"

@@ -54,3 +54,18 @@ def test_a_process_that_exits_ends_in_no_samples_not_an_error() -> None:
     figures = sampler.stop()
     assert figures.idle is not None
     assert all(rss > 0 for _, rss in figures.samples)
+
+
+def test_a_remote_servers_rss_is_read_from_its_metrics_as_the_full_parser_reads_it() -> None:
+    from prometheus_client import generate_latest
+
+    from streaming_api.bench.meters import _resident_bytes
+    from streaming_api.bench.probe import metric_sum, parse_metrics
+
+    exposition = generate_latest()  # this process's own, process_resident_memory_bytes included
+    assert _resident_bytes(exposition) == int(
+        metric_sum(parse_metrics(exposition.decode()), "process_resident_memory_bytes")
+    )
+    labelled = b'process_resident_memory_bytes{worker="1"} 1e+06\nprocess_resident_memory_bytes{worker="2"} 2.5e+06\n'
+    assert _resident_bytes(labelled) == 3_500_000
+    assert _resident_bytes(b"process_resident_memory_bytes_total 5\n# nothing else\n") is None
