@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -15,8 +17,6 @@ from yarl import URL
 from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, download
 from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
-from ..client.resume import columns_argument
-from ..columns import KEY
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from .args import non_negative, positive
@@ -41,7 +41,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
   {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
   {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row), or it
-       dropped and --columns left out id, so there was no id to resume after
+       dropped and there was no key to resume after (a view, or --columns without the key)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
 """
 
@@ -57,7 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fetch.add_argument("--url", help="endpoint URL (default: http://HOST:PORT/chunked from the settings)")
+    fetch.add_argument(
+        "--url", help="endpoint URL, table included (default: http://HOST:PORT/chunked[/TABLE] from the settings)"
+    )
+    fetch.add_argument("--table", help="the served table to fetch, as /tables names it (default: the default table)")
     fetch.add_argument("--token", help="JWT to send (default: mint one with the local settings' key)")
     fetch.add_argument(
         "--format",
@@ -68,11 +71,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     fetch.add_argument("--out", type=Path, help="file to write (default: stdout)")
     fetch.add_argument("--limit", type=non_negative, help="at most this many rows (default: all)")
-    fetch.add_argument("--after-id", type=non_negative, default=0, help="start after this id (default: 0)")
+    fetch.add_argument(
+        "--after",
+        help="start after this key value: the value, or a JSON array for a key of several columns (default: the start)",
+    )
+    fetch.add_argument("--after-id", type=non_negative, help="start after this id (a key of one integer column)")
     fetch.add_argument("--page-size", type=positive, help="rows per chunk (/chunked only; default: the server's)")
     fetch.add_argument(
         "--columns",
-        help="comma-separated columns, in this order (default: all); without id a drop cannot be resumed",
+        help="comma-separated columns, in this order (default: all); without the table's key a drop cannot be resumed",
     )
     fetch.add_argument(
         "--retries",
@@ -89,16 +96,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return fetch
 
 
-def default_url(settings: Settings) -> str:
-    return settings.base_url + "/chunked"
+def table_path(table: str | None) -> str:
+    """/chunked, or /chunked/<table> with the name percent-encoded."""
+    return "/chunked" if table is None else "/chunked/" + urllib.parse.quote(table, safe="")
 
 
-def endpoint_url(url: str) -> str:
-    """A URL without a path means the server: fetch from its /chunked."""
+def default_url(settings: Settings, table: str | None = None) -> str:
+    return settings.base_url + table_path(table)
+
+
+def endpoint_url(url: str, table: str | None = None) -> str:
+    """A URL without a path means the server: fetch from its /chunked (or /chunked/<table>)."""
     parsed = URL(url)
     if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
         raise ValueError(f"--url must be an http(s) URL, got {url[:100]!r}")
-    return str(parsed.with_path("/chunked")) if parsed.path in ("", "/") else url
+    if parsed.path in ("", "/"):
+        return str(parsed.with_path(table_path(table), encoded=True))
+    if table is not None:
+        raise ValueError("--table names the table in --url's path: give --url without a path, or no --table")
+    return url
+
+
+def after_option(raw: str | None) -> list[str] | str | None:
+    """--after as the client takes it: a JSON array's values, or the one value as it is."""
+    if raw is None or not raw.startswith("["):
+        return raw
+    try:
+        values = json.loads(raw, parse_int=str, parse_float=str)
+    except ValueError:
+        raise ValueError(f"--after: not a JSON array: {raw[:100]!r}") from None
+    if not isinstance(values, list):
+        raise ValueError("--after: a JSON array of the key's values")
+    return [str(value) for value in values]
 
 
 @dataclass
@@ -173,6 +202,7 @@ async def download_with_progress(
             args.out,
             limit=args.limit,
             after_id=args.after_id,
+            after=after_option(args.after),
             page_size=args.page_size,
             columns=args.columns,
             retries=args.retries,
@@ -202,8 +232,11 @@ def _format_problem(args: argparse.Namespace) -> str | None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """The `fetch` subcommand: its exit code (see EXIT_CODES_HELP)."""
     try:
-        url = endpoint_url(args.url) if args.url else default_url(settings)
+        url = endpoint_url(args.url, args.table) if args.url else default_url(settings, args.table)
         token = args.token or mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+        after_option(args.after)
+        if args.after is not None and args.after_id is not None:
+            raise ValueError("give --after or --after-id, not both")
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -213,9 +246,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if problem := _format_problem(args):
         print(f"fetch: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    names = columns_argument(args.columns)
-    if names is not None and KEY not in names:
-        print(f"fetch: --columns without {KEY}: a dropped connection cannot be resumed", file=sys.stderr)
     so_far = Transferred()
     try:
         result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))

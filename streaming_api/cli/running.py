@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..db.served import Catalog
 from ..settings import Settings
 from ..web import logfilters
 from ..web.app import create_app
@@ -37,18 +38,20 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     logfilters.install()
 
 
-def banner(settings: Settings, rows: int, database: str, token: str) -> str:
+def banner(settings: Settings, catalog: Catalog, database: str, token: str) -> str:
     base = settings.base_url
     auth = f'-H "Authorization: JWT {token}"'
+    path = catalog.example_path
     return "\n".join(
         [
             "",
-            f"streaming_api: serving {rows:,} rows on {base} ({database})",
+            f"streaming_api: serving {catalog.summary()} on {base} ({database})",
             f"Try it (this token is valid for {settings.token_ttl // 60} min; `python run.py token` mints another):",
             "",
-            f"  curl -H 'Accept: text/plain' {auth} '{base}/chunked?limit=5'",
-            f"  curl -sS {auth} {base}/chunked | wc -l",
-            f"  curl -sS {auth} {base}/standard | wc -l",
+            f"  curl -H 'Accept: text/plain' {auth} '{base}/chunked{path}?limit=5'",
+            f"  curl -sS {auth} {base}/chunked{path} | wc -l",
+            f"  curl -sS {auth} {base}/standard{path} | wc -l",
+            f"  curl -sS {auth} {base}/tables",
             "",
             "See it stream in a browser (the token rides in the fragment, never sent to the server):",
             "",

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from ..db.database import Database
+from ..db.served import read_catalog
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from ..web.metrics import MULTIPROCESS_DIRECTORY
@@ -166,8 +167,10 @@ async def supervise(settings: Settings) -> int:
     stopped_database = False
     try:
         await database.start()
-        seeding = await database.ensure_rows(settings.rows, "empty", rows_bar(StatusLine()))
+        await database.ensure_demo(settings.rows, rows_bar(StatusLine()))
         assert database.url is not None
+        # The tables are checked once here: a missing one is one line, before any worker starts.
+        catalog = await read_catalog(database.url, settings.table_patterns)
         # Made here once (a generated secret included), before the workers read the same keys.
         keys = load_keys(settings)
         # The workers use the database this process started (and seeded) for them.
@@ -176,7 +179,7 @@ async def supervise(settings: Settings) -> int:
         await asyncio.to_thread(supervisor.wait_ready, workers)
         token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
         description = f"{database.description}, {count} workers"
-        print(banner(settings, seeding.rows, description, token), flush=True)
+        print(banner(settings, catalog, description, token), flush=True)
         while not stopping.is_set():
             await asyncio.to_thread(supervisor.replace_the_dead, stopping)
         log.info("stopping: every worker drains its requests in flight")

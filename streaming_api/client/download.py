@@ -120,7 +120,8 @@ async def download(
     out: Path | None,
     *,
     limit: int | None = None,
-    after_id: int = 0,
+    after_id: int | None = None,
+    after: Any = None,
     page_size: int | None = None,
     columns: Sequence[str] | str | None = None,
     retries: int = 5,
@@ -149,6 +150,7 @@ async def download(
             on_retry(event)
 
     options: dict[str, Any] = {
+        "after": after,
         "limit": limit,
         "page_size": page_size,
         "columns": columns,
@@ -173,7 +175,7 @@ async def download(
 
 
 def _source(
-    url: str, token: str, fmt: str, after_id: int, options: dict[str, Any], sink: BinaryIO
+    url: str, token: str, fmt: str, after_id: int | None, options: dict[str, Any], sink: BinaryIO
 ) -> tuple[_Writer, AsyncIterator[Any]]:
     """The writer for the format, and what it writes: text batches, or Arrow messages (pyarrow loaded here)."""
     if fmt in FORMATS:

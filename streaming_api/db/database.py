@@ -22,7 +22,7 @@ import asyncpg
 
 from ..settings import Settings
 from .embedded import EmbeddedPostgres
-from .schema import row_count, seed
+from .schema import ensure_schema, row_count, seed
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,21 @@ class Database:
     ) -> None:
         await self.stop()
 
+    async def ensure_demo(self, rows: int, progress: Progress | None = None) -> Seeding | None:
+        """The embedded database's demo table, seeded with rows 1..rows on its first start. A database at
+        database_url is the user's: nothing is written to it unasked (None)."""
+        if self._embedded is None:
+            return None
+        return await self.ensure_rows(rows, "empty", progress)
+
     async def ensure_rows(self, rows: int, when: Reseed = "empty", progress: Progress | None = None) -> Seeding:
-        """Seed the points table with rows 1..rows when `when` says so."""
+        """Seed the demo points table with rows 1..rows when `when` says so (NotTheDemoTable if a `points`
+        of another shape is there)."""
         assert self.url is not None, "start() first"
         started = time.perf_counter()
         conn = await asyncpg.connect(self.url)
         try:
+            await ensure_schema(conn)
             held = await row_count(conn)
             needed = {"empty": held == 0 and rows > 0, "different": held != rows, "always": True}[when]
             if not needed:

@@ -44,8 +44,37 @@ EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CREATE_TABLE = str(CreateTable(points, if_not_exists=True).compile(dialect=postgresql.dialect()))
 
 
+# The demo table's columns as PostgreSQL names their types: a `points` of another shape is not ours.
+SHAPE = (
+    ("id", "bigint"),
+    ("x", "double precision"),
+    ("y", "double precision"),
+    ("label", "text"),
+    ("value", "double precision"),
+    ("recorded_at", "timestamp with time zone"),
+)
+
+
+class NotTheDemoTable(Exception):
+    """A `points` table of another shape: the user's own, which seeding must never overwrite."""
+
+
 async def ensure_schema(conn: asyncpg.Connection) -> None:
-    await conn.execute(CREATE_TABLE)
+    """Create the demo table if it is missing; refuse (NotTheDemoTable) if a `points` of another shape is there."""
+    shape = tuple(
+        (record["attname"], record["type"])
+        for record in await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+            "WHERE attrelid = to_regclass('points') AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+    )
+    if shape and shape != SHAPE:
+        described = ", ".join(f"{name} {kind}" for name, kind in shape)
+        raise NotTheDemoTable(
+            f"the points table in this database is not the demo table (its columns: {described[:300]})"
+        )
+    if not shape:
+        await conn.execute(CREATE_TABLE)
 
 
 async def row_count(conn: asyncpg.Connection) -> int:
