@@ -11,9 +11,10 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Float, Met
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
-from ..columns import COLUMNS
-
 metadata = MetaData()
+
+# The demo table's columns, in order. `id` is its key.
+COLUMNS: tuple[str, ...] = ("id", "x", "y", "label", "value", "recorded_at")
 
 _TYPES = {
     "id": BigInteger,

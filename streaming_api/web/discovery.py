@@ -30,7 +30,7 @@ def table_path(endpoint: str, served: Table, extension: str | None = None) -> st
 def _arrow_type(served: Table, name: str) -> str | None:
     if not FORMATS["arrow"].available():
         return None
-    from ..export.arrow import codec  # pyarrow: only where it is installed
+    from ..export.arrow_types import codec  # pyarrow: only where it is installed
 
     column = served.column(name)
     assert column is not None

@@ -8,7 +8,7 @@ import pytest
 
 from streaming_api.bench.verify import BodyError, Verifier, check_body, verify_response
 from streaming_api.bench.wire import Received, ResponseError, decode
-from streaming_api.columns import COLUMNS
+from streaming_api.db.schema import COLUMNS
 
 FORMATS = ("ndjson", "csv", "json")
 ROWS = 5

@@ -52,8 +52,8 @@ async def test_stream_rows_resumes_after_the_last_id_it_yielded(make_relay, toke
     ):
         yielded.append(row["id"])
     [(event, last_yielded)] = retries
-    assert event.last_id == last_yielded
-    assert _query(relay.request_lines[1])["after_id"] == str(last_yielded)
+    assert event.last_key == (str(last_yielded),)
+    assert _query(relay.request_lines[1])["after"] == f'["{last_yielded}"]'
 
 
 async def test_stream_rows_resumed_request_asks_only_for_the_remaining_rows(make_relay, token):

@@ -115,14 +115,17 @@ def test_without_pyarrow_arrow_is_a_406_naming_what_to_install():
     code = (
         "import json, sys; sys.modules['pyarrow'] = None\n"
         "from multidict import MultiDict\n"
+        "from streaming_api.db.catalog import Column, PgType, Table\n"
         "from streaming_api.export.request import FormatUnavailable, parse_export\n"
         "from streaming_api.web import problems\n"
+        "int8 = PgType(20, 'pg_catalog', 'int8', 'b', 'N')\n"
+        "table = Table(1, 'public', 'points', 'table', True, (Column('id', int8, -1, False, 'bigint'),), ('id',))\n"
         "try:\n"
-        "    parse_export(MultiDict(format='arrow'), None, {'format'}, None, 10_000)\n"
+        "    parse_export(MultiDict(format='arrow'), table, None, {'format'}, None, 10_000)\n"
         "except FormatUnavailable as exc:\n"
         "    error = problems.format_unavailable(exc.format)\n"
         "    print(error.status, json.loads(error.text)['error'], json.loads(error.text)['detail'])\n"
-        "parse_export(MultiDict(format='csv'), None, {'format'}, None, 10_000)\n"
+        "parse_export(MultiDict(format='csv'), table, None, {'format'}, None, 10_000)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == (
