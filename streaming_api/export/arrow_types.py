@@ -135,6 +135,8 @@ _FIXED: dict[str, Fixed] = {
     "uuid": Fixed(pa.uuid(), "uuid_send", np.dtype("V16"), _as_bytes, pa.uuid()),
 }
 _TEXT = Var(pa.utf8(), pa.utf8(), _utf8)
+# char(n) keeps its padding (a cast to text would drop it): its send function writes it as it is.
+_PADDED = Var(pa.utf8(), pa.utf8(), lambda value: f"bpcharsend({value})")
 
 
 def _cast_to(arrow_type: pa.DataType) -> Callable[[pa.Array], pa.Array]:
@@ -153,6 +155,8 @@ def codec(pg_type: PgType, column: Column | None = None) -> Codec:
     name = pg_type.builtin
     if name in _FIXED:
         return _FIXED[name]
+    if name == "bpchar":
+        return _PADDED
     if name == "bytea":
         return Var(pa.binary(), pa.binary(), _raw)
     if name in ("json", "jsonb"):

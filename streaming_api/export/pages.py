@@ -42,6 +42,8 @@ class Piece:
     data: bytes
     rows: int
     ends_page: bool
+    # Already as it goes on the wire (a page a cursor fetched, made into a batch as it came).
+    ready: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ async def _cursor_pages(lanes: Lanes, export: Export, clock: DatabaseClock) -> A
             if not records:
                 return
             rows, data = layout.cursor_page(records)
-            yield Piece(data, rows, True)
+            yield Piece(data, rows, True, ready=True)
 
 
 async def encoded_chunks(
@@ -275,7 +277,9 @@ async def encoded_chunks(
     async with contextlib.aclosing(pages(lanes, export, timing, smallest_key=smallest_key)) as source:
         async for piece in source:
             rows += piece.rows
-            if layout.whole_pages:
+            if piece.ready:
+                body = piece.data
+            elif layout.whole_pages:
                 body = layout.page_bytes(piece.data, first)
             else:
                 data = carried + piece.data if carried else piece.data
