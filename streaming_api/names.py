@@ -55,8 +55,8 @@ class Pattern:
         return self._schema_re.fullmatch(schema) is not None and self._name_re.fullmatch(name) is not None
 
 
-def _parts(text: str, fold: bool) -> list[Part]:
-    """Split on unquoted dots; fold unquoted text to lower case when `fold` (patterns), keep it (URL names)."""
+def _parts(text: str) -> list[Part]:
+    """A pattern split on unquoted dots, unquoted text folded to lower case (psql's rules)."""
     parts: list[Part] = []
     current: list[str] = []
     wildcard = False
@@ -82,9 +82,9 @@ def _parts(text: str, fold: bool) -> list[Part]:
             parts.append(_part(current, wildcard, quoted_any, text))
             current, wildcard, quoted_any = [], False, False
         else:
-            if ch in "*?" and fold:
+            if ch in "*?":
                 wildcard = True
-            current.append(ch.lower() if fold else ch)
+            current.append(ch.lower())
         i += 1
     parts.append(_part(current, wildcard, quoted_any, text))
     return parts
@@ -101,7 +101,7 @@ def parse_pattern(text: str) -> Pattern:
     text = text.strip()
     if not text:
         raise BadName("an empty pattern")
-    parts = _parts(text, fold=True)
+    parts = _parts(text)
     if len(parts) > 2:
         raise BadName(f"{text!r}: at most schema.name (a database name is not part of a pattern)")
     schema, name = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
@@ -131,11 +131,34 @@ def split_list(text: str) -> list[str]:
 
 
 def parse_url_name(text: str) -> tuple[str | None, str]:
-    """(schema or None, name) of a table as a URL names it: exact text, quotes only where needed."""
-    parts = _parts(text, fold=False)
+    """(schema or None, name) of a table as a URL names it: exact text; a part that starts with a double
+    quote runs to the closing one ("" inside for a quote), any other part to the next dot."""
+    parts: list[str] = []
+    position = 0
+    while True:
+        if text.startswith('"', position):
+            end = position + 1
+            while True:
+                end = text.find('"', end)
+                if end < 0:
+                    raise BadName(f"{text!r}: a double quote is not closed")
+                if not text.startswith('""', end):
+                    break
+                end += 2
+            parts.append(text[position + 1 : end].replace('""', '"'))
+            position = end + 1
+            if position < len(text) and text[position] != ".":
+                raise BadName(f"{text!r}: a quoted name must end at a dot or at the end")
+        else:
+            dot = text.find(".", position)
+            parts.append(text[position : len(text) if dot < 0 else dot])
+            position = len(text) if dot < 0 else dot
+        if position >= len(text):
+            break
+        position += 1
     if len(parts) > 2:
         raise BadName("more than schema.name (quote a name that holds a dot)")
-    return (None, parts[0].text) if len(parts) == 1 else (parts[0].text, parts[1].text)
+    return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
 def _url_part(text: str) -> str:

@@ -320,5 +320,7 @@ async def test_arrow_types_are_adbcs_but_where_docs_types_md_says(corpus_client,
             return cursor.fetch_arrow_table().schema
 
     theirs = await asyncio.to_thread(read)
-    differ = {name: str(ours.field(name).type) for name in ours.names if ours.field(name).type != theirs.field(name).type}
+    differ = {
+        name: str(ours.field(name).type) for name in ours.names if ours.field(name).type != theirs.field(name).type
+    }
     assert differ == DIFFERS_FROM_ADBC
