@@ -21,6 +21,7 @@ from streaming_api.db.database import Database
 from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
+from tests.support import corpus
 from tests.support import pgbouncer as pgbouncer_support
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
 from tests.support.pgbouncer import PgBouncer
@@ -77,6 +78,18 @@ def standby(database_url: str, big_url: str) -> Iterator[Standby]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def corpus_url(database_url: str) -> str:
+    """A database of its own holding the type corpus (tests/support/corpus.py), with odd output settings."""
+    return asyncio.run(corpus.database(database_url, "streaming_api_corpus", odd=True))
+
+
+@pytest.fixture(scope="session")
+def corpus_rows(corpus_url: str) -> list[dict]:
+    """The corpus's rows as the database gives them, typed by asyncpg."""
+    return asyncio.run(corpus.database_values(corpus_url))
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+from urllib.parse import quote
 
 import psutil
 import pytest
 
 from streaming_api import settings as settings_module
 from streaming_api.tokens import load_keys, mint_token
+from tests.support import corpus
 from tests.support.pg import ROWS
 from tests.support.processes import ServerProcess
 from tests.support.waiting import wait_until
@@ -109,3 +111,28 @@ async def test_sigterm_drains_every_worker_and_exits_zero(two_workers):
     assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
     assert "streaming_api: stopped 2 workers" in server.log
     assert server.log.count("stopping (SIGTERM)") == 2
+
+
+async def test_workers_serve_any_table_as_one_process_does(corpus_url, jwt_secret, tmp_path):
+    """The corpus through two workers: every request, whichever worker answers, the same bytes."""
+    settings = {
+        "database_url": corpus_url,
+        "jwt_secret": jwt_secret,
+        "data_dir": str(tmp_path),
+        "workers": 2,
+        "tables": corpus.TABLES,
+    }
+    server = ServerProcess.start(tmp_path, settings)
+    token = mint_token(load_keys(settings_module.build(settings)), subject="test", ttl=600)
+    try:
+        await _ready(server)
+        assert f"serving {len(corpus.TABLES)} tables" in server.log
+        path = f"/chunked/{quote(corpus.URL_NAME, safe='')}?format=csv&page_size=2"
+        results = await asyncio.gather(*(_get(server.port, path, token) for _ in range(12)))
+        assert {status for status, _ in results} == {200}
+        assert len({body for _, body in results}) == 1
+        assert results[0][1].count(b"\n") > corpus.ROWS
+        served_by = re.findall(r"\[worker (\d)\] streaming_api\.access: GET /chunked", server.log)
+        assert set(served_by) == {"1", "2"}
+    finally:
+        server.stop()

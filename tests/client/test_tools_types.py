@@ -4,7 +4,6 @@ and type a double as a float in every format (docs/types.md, "What each tool rea
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 from decimal import Decimal
@@ -23,16 +22,6 @@ from tests.support import corpus
 PATH = quote(corpus.URL_NAME, safe="")
 # What every tool reads from the text formats as typed values (the rest is text or JSON: docs/types.md).
 PLAIN = ("tenant", "seq", "small", "whole", "big", "flag", "words", "day", "moment")
-
-
-@pytest.fixture(scope="module")
-def corpus_url(database_url: str) -> str:
-    return asyncio.run(corpus.database(database_url, "streaming_api_corpus_tools", odd=True))
-
-
-@pytest.fixture(scope="module")
-def corpus_rows(corpus_url: str) -> list[dict]:
-    return asyncio.run(corpus.database_values(corpus_url))
 
 
 @pytest.fixture

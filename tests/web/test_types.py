@@ -39,18 +39,8 @@ KINDS = {
 
 
 @pytest.fixture(scope="session")
-def corpus_url(database_url: str) -> str:
-    return asyncio.run(corpus.database(database_url, "streaming_api_corpus", odd=True))
-
-
-@pytest.fixture(scope="session")
 def plain_corpus_url(database_url: str) -> str:
     return asyncio.run(corpus.database(database_url, "streaming_api_corpus_plain", odd=False))
-
-
-@pytest.fixture(scope="session")
-def corpus_rows(corpus_url: str) -> list[dict]:
-    return asyncio.run(corpus.database_values(corpus_url))
 
 
 def _settings(settings: Settings, url: str) -> Settings:
