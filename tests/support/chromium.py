@@ -1,8 +1,9 @@
 """Headless Chromium (Debian's package) driven over the DevTools protocol, with aiohttp's websocket client.
 
-What the browser tests need and no more: open a page at a size, click, evaluate, wait for a condition,
-take a full-page screenshot, and collect the page's uncaught exceptions and console or log errors (a
-CSP violation is one). This replaces Playwright, a 50 MB+ wheel with its own driver, for five calls.
+What the browser tests need and no more: open a page at a size, click, choose an option, evaluate, wait
+for a condition, take a full-page screenshot, and collect the page's uncaught exceptions and console or
+log errors (a CSP violation is one). This replaces Playwright, a 50 MB+ wheel with its own driver, for a
+few calls.
 """
 
 from __future__ import annotations
@@ -140,6 +141,18 @@ class Page:
                 "Input.dispatchMouseEvent",
                 {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
             )
+
+    async def select(self, selector: str, value: str) -> None:
+        """Choose the option of a <select> that has this value, as a user would: its input and change events fire."""
+        chosen = await self.evaluate(
+            f"() => {{ const select = document.querySelector({json.dumps(selector)}), value = {json.dumps(value)};"
+            " if (![...select.options].some((option) => option.value === value)) return false;"
+            " select.value = value;"
+            " for (const type of ['input', 'change']) select.dispatchEvent(new Event(type, {bubbles: true}));"
+            " return true; }"
+        )
+        if not chosen:
+            raise BrowserError(f"{selector} has no option {value!r}")
 
     async def wait_for_function(self, function: str, within: float) -> None:
         """Poll `function` until it returns something true; fail after `within` seconds."""
