@@ -169,11 +169,29 @@ class Page:
         return await self.evaluate("() => location.href")
 
     async def screenshot(self, path: Path) -> None:
-        """The whole page, as PNG."""
-        size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = await self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        """The whole page, as PNG, laid out as in a window as tall as the page. A page taller than the
+        viewport has a scrollbar, which narrows the layout; the capture beyond the viewport, laid out without
+        it, would then lose its right edge. So the viewport grows past the page (no scrollbar), the page's own
+        height is measured at that width, and the viewport takes exactly that height for the capture."""
+        width, height = await self.evaluate("() => [window.innerWidth, window.innerHeight]")
+        page_height = "() => Math.ceil(document.documentElement.getBoundingClientRect().height)"
+        await self._viewport(width, max(height, await self.evaluate(page_height) + 200))
+        try:
+            full = max(height, await self.evaluate(page_height))
+            await self._viewport(width, full)
+            clip = {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}
+            shot = await self.send(
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+            )
+        finally:
+            await self._viewport(width, height)
         await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
+
+    async def _viewport(self, width: int, height: int) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
 
 class Browser:
@@ -191,10 +209,7 @@ class Browser:
         self._connection.pages[attached["sessionId"]] = page
         for domain in ("Page", "Runtime", "Log"):
             await page.send(f"{domain}.enable")
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-        )
+        await page._viewport(width, height)
         return page
 
 
