@@ -135,6 +135,11 @@ async def _panels(page: Page) -> dict[str, dict[str, str]]:
     )
 
 
+def _assert_both_received(panels: dict[str, dict[str, str]], rows: int) -> None:
+    assert panels["standard"]["state"] == panels["chunked"]["state"] == "done", panels
+    assert int(panels["standard"]["rows"]) == int(panels["chunked"]["rows"]) == rows
+
+
 @in_chromium
 async def test_run_both_receives_every_row_and_chunked_starts_first(page, page_server, token, tmp_path):
     await page.goto(str(page_server.make_url(f"/#token={token}")))
@@ -142,8 +147,7 @@ async def test_run_both_receives_every_row_and_chunked_starts_first(page, page_s
     await page.wait_for_function(ALL_PANELS_FINISHED, within=RUN_DEADLINE_SECONDS)
     panels = await _panels(page)
     await page.screenshot(Path(os.environ.get("PAGE_SCREENSHOT") or tmp_path / "page.png"))
-    assert panels["standard"]["state"] == panels["chunked"]["state"] == "done", panels
-    assert int(panels["standard"]["rows"]) == int(panels["chunked"]["rows"]) == PAGE_ROWS
+    _assert_both_received(panels, PAGE_ROWS)
     assert float(panels["chunked"]["ttfbMs"]) < float(panels["standard"]["ttfbMs"])
     assert panels["standard"]["view"] == panels["chunked"]["view"] == "picture"
     # No row is kept but the few the preview shows.
@@ -193,8 +197,7 @@ async def test_the_picker_lists_the_served_tables_with_the_default_first(page, p
 async def test_run_both_on_a_table_of_other_types_receives_its_every_row(page, page_server, token):
     kinds = url_name(OTHER_SCHEMA, KINDS_TABLE, qualified=True)
     panels = await _run_both_on(page, page_server, token, kinds)
-    assert panels["standard"]["state"] == panels["chunked"]["state"] == "done", panels
-    assert int(panels["standard"]["rows"]) == int(panels["chunked"]["rows"]) == KINDS_ROWS
+    _assert_both_received(panels, KINDS_ROWS)
     assert panels["standard"]["table"] == panels["chunked"]["table"] == kinds
     # No x and y: the panels fill a bar, and show the first rows under their column names.
     assert panels["standard"]["view"] == panels["chunked"]["view"] == "bar"
@@ -218,8 +221,7 @@ async def test_the_preview_shows_values_as_text_never_as_markup(page, page_serve
 async def test_run_both_on_a_table_whose_name_needs_quoting(page, page_server, token):
     quoted = url_name(OTHER_SCHEMA, QUOTED_TABLE, qualified=True)
     panels = await _run_both_on(page, page_server, token, quoted)
-    assert panels["standard"]["state"] == panels["chunked"]["state"] == "done", panels
-    assert int(panels["standard"]["rows"]) == int(panels["chunked"]["rows"]) == QUOTED_ROWS
+    _assert_both_received(panels, QUOTED_ROWS)
     assert (await _preview(page, "chunked"))["names"] == ["id", "Wert €", "a, b"]
     assert page.errors == []
 
