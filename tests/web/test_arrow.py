@@ -131,3 +131,14 @@ def test_without_pyarrow_arrow_is_a_406_naming_what_to_install():
     assert done.stdout.strip() == (
         "406 format_unavailable this server cannot write arrow: it needs pyarrow (pip install 'streaming_api[arrow]')"
     )
+
+
+async def test_what_the_readme_says_holds_one_batch_against_one_per_page_the_same_table(client, auth):
+    """The text formats are byte-identical across endpoints; Arrow is not, and the README says so: /standard
+    is one record batch, /chunked one per page, and the tables they make are equal."""
+    _, chunked = await _get(client, "/chunked?format=arrow", auth)
+    _, standard = await _get(client, "/standard?format=arrow", auth)
+    assert chunked != standard
+    assert len(list(pa.ipc.open_stream(standard))) == 1
+    assert len(list(pa.ipc.open_stream(chunked))) > 1
+    assert pa.ipc.open_stream(chunked).read_all().equals(pa.ipc.open_stream(standard).read_all())
