@@ -129,7 +129,7 @@ def plan_sql(served: Table, after: KeyValue | None, size: int, pages: int, budge
         widths = " + ".join(_width(served, column) for column in served.names) or "0"
         inner = (
             f"SELECT {picked}, row_number() OVER w AS _n, sum({widths}) OVER w AS _bytes FROM {source} t {where} "
-            f"ORDER BY {ordered} LIMIT {size} WINDOW w AS (ORDER BY {ordered})"
+            f"WINDOW w AS (ORDER BY {ordered}) ORDER BY {ordered} LIMIT {size}"
         )
         within = f"_n = 1 OR _bytes <= {budget}"
         return f"SELECT {', '.join(names)}, _n FROM ({inner}) s WHERE {within} ORDER BY _n DESC LIMIT 1"
