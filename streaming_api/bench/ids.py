@@ -4,6 +4,7 @@ whether the body was whole (BodyError if not)."""
 
 from __future__ import annotations
 
+import csv
 from typing import Protocol
 
 from ..client.records import BodyError, Row, RowParser
@@ -48,10 +49,16 @@ class _TextIds:
             raise BodyError(f"a row without its {key}") from None
 
     def feed(self, data: bytes) -> list[int | None]:
-        return self._values(self._parser.feed(data))
+        try:
+            return self._values(self._parser.feed(data))
+        except csv.Error as exc:  # a malformed body is a failed verification, not the bench's crash
+            raise BodyError(f"CSV: {exc}") from None
 
     def close(self) -> list[int | None]:
-        return self._values(self._parser.close())
+        try:
+            return self._values(self._parser.close())
+        except csv.Error as exc:
+            raise BodyError(f"CSV: {exc}") from None
 
 
 class _ArrowIds:

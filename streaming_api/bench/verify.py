@@ -27,8 +27,10 @@ from .ids import id_reader
 from .results import RequestResult, thin
 from .wire import Received, Response, ResponseError, decode, server_timing
 
-# Bytes fed to the parser at a time; also the resolution of the byte-to-row map.
+# Bytes fed to the parser at a time; also the resolution of the byte-to-row map. Where rows are wide, about
+# four rows at a time: a parser keeps a row's bytes until its end, and copies them again at every block.
 BLOCK_BYTES = 64 * 1024
+MAX_BLOCK_BYTES = 8 << 20
 # /standard's refusals of an export too big to buffer (413, web.problems).
 REFUSALS = ("too_many_rows", "too_many_bytes")
 
@@ -90,13 +92,14 @@ def check_body(
     reader = id_reader(fmt, expected.key)
     marks: list[tuple[int, int]] = [(0, 0)]
     view = memoryview(body)
+    step = min(max(BLOCK_BYTES, 4 * len(body) // max(expected_rows or 1, 1)), MAX_BLOCK_BYTES)
 
     def ids() -> Iterator[int | None]:
         count = 0
-        for start in range(0, len(body), BLOCK_BYTES):
-            block = reader.feed(bytes(view[start : start + BLOCK_BYTES]))
+        for start in range(0, len(body), step):
+            block = reader.feed(bytes(view[start : start + step]))
             count += len(block)
-            marks.append((min(start + BLOCK_BYTES, len(body)), count))
+            marks.append((min(start + step, len(body)), count))
             yield from block
         last = reader.close()
         if last:
