@@ -119,9 +119,8 @@ def _main_table(groups: list[dict[str, Any]]) -> list[str]:
         for skip in s["skipped"]:
             table.append([_endpoint(s), s["format"], _coding(s), str(skip["concurrency"]), "skipped (see notes)"])
         if s.get("refused"):
-            table.append(
-                [_endpoint(s), s["format"], _coding(s), "", f"refused: 413 {s['refused']['error']} (see notes)"]
-            )
+            refusal = f"refused: 413 {s['refused']['error']}"
+            table.append([_endpoint(s), s["format"], _coding(s), "1", "-", "-", "-", refusal])
     width = 14
     table = [row + [""] * (width - len(row)) for row in table]
     header = [
