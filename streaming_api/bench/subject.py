@@ -60,15 +60,17 @@ class Subject:
 
 
 def _patterns(name: str) -> tuple:
-    """--table as the tables setting reads a name (a mixed-case one in double quotes, as in SQL)."""
+    """--table, a name as /tables lists it (exact: case kept, sales.orders), as the tables setting's pattern
+    for exactly that table: each part quoted (a name already quoted, as in SQL, is taken as it is)."""
+    text = name if '"' in name else ".".join(f'"{part}"' for part in name.split(".", 1))
     try:
-        return Settings(tables=(name,)).table_patterns
+        return Settings(tables=(text,)).table_patterns
     except ValueError as exc:
         raise SubjectError(f"--table {name!r}: {exc}") from None
 
 
 async def from_catalog(url: str, name: str, demo: bool) -> Subject:
-    """The table as PostgreSQL's catalog describes it (--table read as the tables setting reads a name)."""
+    """The table as PostgreSQL's catalog describes it."""
     try:
         catalog = await read_catalog(url, _patterns(name))
     except CatalogError as exc:

@@ -136,7 +136,8 @@ def test_bench_on_blobs_measures_chunked_memory_on_two_megabyte_rows(blobs_run):
 
 @pytest.fixture(scope="module")
 def user_database(database_url: str) -> Iterator[str]:
-    """A database with two tables of a user's: gappy (bigint ids 7, 14, 21, ...) and labels (a text key)."""
+    """A database with tables of a user's: gappy (bigint ids 7, 14, 21, ...), labels (a text key) and
+    "Mixed Case"."""
 
     async def make() -> str:
         url = await create_scratch_database(database_url, "bench_user")
@@ -150,6 +151,8 @@ def user_database(database_url: str) -> Iterator[str]:
             await conn.execute(
                 "INSERT INTO labels SELECT md5(i::text), i FROM generate_series(1, $1) AS i", LABELS_ROWS
             )
+            await conn.execute('CREATE TABLE "Mixed Case" (id integer PRIMARY KEY)')
+            await conn.execute('INSERT INTO "Mixed Case" SELECT generate_series(10, 19)')
         finally:
             await conn.close()
         return url
@@ -163,7 +166,8 @@ def user_database(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def user_server(settings: Settings, user_database: str) -> Iterator[str]:
-    with served_in_a_thread(settings.replace(database_url=user_database, tables=("gappy", "labels"))) as url:
+    tables = ("gappy", "labels", '"Mixed Case"')
+    with served_in_a_thread(settings.replace(database_url=user_database, tables=tables)) as url:
         yield url
 
 
@@ -196,12 +200,24 @@ def test_bench_learns_a_table_from_the_servers_tables_without_a_database(user_se
     assert "no floor" in " ".join(doc["notes"])
 
 
+def test_bench_names_a_table_as_tables_lists_it_case_and_spaces_kept(
+    user_server, user_database, token, tmp_path, capsys
+):
+    out = tmp_path / "mixed.json"
+    code = main(_remote(user_server, token, "Mixed Case", out, "--database-url", user_database))
+    doc = json.loads(out.read_text())
+    assert code == 0, capsys.readouterr().out[-2000:]
+    assert doc["table"]["name"] == "Mixed Case"
+    assert {g["path"].split("?")[0] for g in doc["groups"]} == {"/standard/Mixed%20Case", "/chunked/Mixed%20Case"}
+    assert {r["rows"] for r in _requests(doc)} == {10}
+
+
 def test_bench_on_a_table_the_server_does_not_serve_is_one_line(user_server, token, tmp_path, capsys):
     code = main(_remote(user_server, token, "secrets", tmp_path / "none.json"))
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [
-        f"error: the server at {user_server} serves no table named 'secrets' (it serves: gappy, labels)"
+        f"error: the server at {user_server} serves no table named 'secrets' (it serves: gappy, labels, Mixed Case)"
     ]
 
 
