@@ -11,16 +11,13 @@ import asyncpg
 import pytest
 
 from tests.support.cli import error_lines, run_cli
-from tests.support.pg import RestartablePostgres, create_scratch_database, drop_database
+from tests.support.pg import RestartablePostgres, scratch_database
 
 
 @pytest.fixture
 async def user_url(database_url: str) -> AsyncIterator[str]:
-    url = await create_scratch_database(database_url, "seed_cli")
-    try:
+    async with scratch_database(database_url, "seed_cli") as url:
         yield url
-    finally:
-        await drop_database(url)
 
 
 async def _fetch(url: str, query: str) -> list[asyncpg.Record]:

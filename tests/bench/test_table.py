@@ -171,19 +171,19 @@ def user_server(settings: Settings, user_database: str) -> Iterator[str]:
         yield url
 
 
-def _remote(url: str, token: str, table: str, out: Path, *extra: str) -> list[str]:
+def _remote(capsys: pytest.CaptureFixture[str], url: str, token: str, table: str, out: Path, *extra: str) -> dict:
+    """Run the bench against the server at url (in this process, as the command line does); its JSON."""
     plan = ["--repeat", "1", "--concurrency", "1", "--formats", "ndjson,csv", "--quiet"]
     files = ["--json", str(out), "--plot", str(out.with_suffix(".png"))]
-    return ["bench", "--url", url, "--token", token, "--table", table, *plan, *files, *extra]
+    code = main(["bench", "--url", url, "--token", token, "--table", table, *plan, *files, *extra])
+    assert code == 0, capsys.readouterr().out[-2000:]
+    return json.loads(out.read_text())
 
 
 def test_bench_on_a_users_table_checks_its_integer_key_goes_up_not_that_it_is_one_to_n(
     user_server, user_database, token, tmp_path, capsys
 ):
-    out = tmp_path / "gappy.json"
-    code = main(_remote(user_server, token, "gappy", out, "--database-url", user_database))
-    doc = json.loads(out.read_text())
-    assert code == 0, capsys.readouterr().out[-2000:]
+    doc = _remote(capsys, user_server, token, "gappy", tmp_path / "gappy.json", "--database-url", user_database)
     assert doc["table"]["demo"] is False and doc["table"]["verified"].endswith("id going strictly up")
     assert all(s["floor"]["rows"] == GAPPY_ROWS and s["floor"]["ok"] for s in doc["summary"])
     assert {r["rows"] for r in _requests(doc)} == {GAPPY_ROWS}
@@ -191,10 +191,7 @@ def test_bench_on_a_users_table_checks_its_integer_key_goes_up_not_that_it_is_on
 
 
 def test_bench_learns_a_table_from_the_servers_tables_without_a_database(user_server, token, tmp_path, capsys):
-    out = tmp_path / "labels.json"
-    code = main(_remote(user_server, token, "labels", out, "--rows", "50"))
-    doc = json.loads(out.read_text())
-    assert code == 0, capsys.readouterr().out[-2000:]
+    doc = _remote(capsys, user_server, token, "labels", tmp_path / "labels.json", "--rows", "50")
     assert doc["table"]["key"] == ["code"] and "its key is not one integer column" in doc["table"]["verified"]
     assert {r["rows"] for r in _requests(doc)} == {50}
     assert "no floor" in " ".join(doc["notes"])
@@ -203,17 +200,14 @@ def test_bench_learns_a_table_from_the_servers_tables_without_a_database(user_se
 def test_bench_names_a_table_as_tables_lists_it_case_and_spaces_kept(
     user_server, user_database, token, tmp_path, capsys
 ):
-    out = tmp_path / "mixed.json"
-    code = main(_remote(user_server, token, "Mixed Case", out, "--database-url", user_database))
-    doc = json.loads(out.read_text())
-    assert code == 0, capsys.readouterr().out[-2000:]
+    doc = _remote(capsys, user_server, token, "Mixed Case", tmp_path / "mixed.json", "--database-url", user_database)
     assert doc["table"]["name"] == "Mixed Case"
     assert {g["path"].split("?")[0] for g in doc["groups"]} == {"/standard/Mixed%20Case", "/chunked/Mixed%20Case"}
     assert {r["rows"] for r in _requests(doc)} == {10}
 
 
 def test_bench_on_a_table_the_server_does_not_serve_is_one_line(user_server, token, tmp_path, capsys):
-    code = main(_remote(user_server, token, "secrets", tmp_path / "none.json"))
+    code = main(["bench", "--url", user_server, "--token", token, "--table", "secrets", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().splitlines() == [

@@ -15,7 +15,7 @@ import pytest
 
 from streaming_api.db.demo import BLOB_BYTES, BLOBS, DEMO_TABLES, ORDERS, ensure_rows
 from streaming_api.db.schema import NotTheDemoTable, row_count, seed
-from tests.support.pg import ROWS, create_scratch_database, drop_database
+from tests.support.pg import ROWS, scratch_database
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ESCAPED_CHARACTERS = (",", '"', "\\", "\t", "\n")
@@ -24,11 +24,8 @@ ESCAPED_CHARACTERS = (",", '"', "\\", "\t", "\n")
 @pytest.fixture
 async def scratch_url(database_url: str) -> AsyncIterator[str]:
     """A new, empty database on the session's server, dropped afterwards."""
-    url = await create_scratch_database(database_url, "seed_test")
-    try:
+    async with scratch_database(database_url, "seed_test") as url:
         yield url
-    finally:
-        await drop_database(url)
 
 
 @pytest.fixture

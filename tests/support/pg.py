@@ -84,6 +84,16 @@ async def create_scratch_database(url: str, prefix: str = "scratch") -> str:
     return _with_database(url, name)
 
 
+@asynccontextmanager
+async def scratch_database(url: str, prefix: str = "scratch") -> AsyncIterator[str]:
+    """A new, empty database on the server at url (its URL) for the block, dropped afterwards."""
+    scratch = await create_scratch_database(url, prefix)
+    try:
+        yield scratch
+    finally:
+        await drop_database(scratch)
+
+
 async def drop_database(url: str) -> None:
     """Drop the database url names (from the server's postgres database), connections and all."""
     name = urlsplit(url).path.lstrip("/")
