@@ -91,5 +91,11 @@ async def measure_floor(conn: asyncpg.Connection, kind: str, served: Table, limi
     )
 
 
+async def count_rows(conn: asyncpg.Connection, served: Table) -> int:
+    """The table's rows now: what an export of the whole of it must hold."""
+    clause = table_clause(served)
+    return await conn.fetchval(sql_text(select(func.count()).select_from(clause)))
+
+
 async def postgres_version(conn: asyncpg.Connection) -> str:
     return await conn.fetchval("SHOW server_version")

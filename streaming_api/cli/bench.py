@@ -16,10 +16,12 @@ from ..bench.estimate import describe_duration, estimate_seconds
 from ..bench.link import SHAPERS, LinkError, kernel_shaping_available
 from ..bench.linkspec import LinkSpec, parse_link
 from ..bench.report import render
-from ..bench.results import DEFAULT_ROWS, Options, RunResult
+from ..bench.results import Options, RunResult
 from ..bench.runner import run_bench
 from ..bench.stats import document, write_json
+from ..bench.subject import SubjectError
 from ..bench.wire import Received, Target
+from ..db.demo import DEMO_TABLES
 from ..export.formats import FORMATS
 from ..settings import Settings
 from .args import names, positive, positive_list
@@ -119,10 +121,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "setting; none means no floor)",
     )
     parser.add_argument(
+        "--table",
+        default="points",
+        help="the table measured (default points): with the bench's own database a demo table, points, orders "
+        "(13 columns of mixed types) or blobs (2 MB a row); with --url any table the server serves, as "
+        "/tables names it",
+    )
+    parser.add_argument(
         "--rows",
         type=positive_list,
-        help="rows per request, comma-separated for several sizes (default 500000); the bench's own database "
-        "is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
+        help="rows per request, comma-separated for several sizes (default 500000; blobs 200, 400 MB); the "
+        "bench's own database is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
     )
     parser.add_argument(
         "--repeat", type=positive, help="measured runs per level, after one warm-up (default 3; 5 with --full)"
@@ -234,6 +243,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.url is None and (args.token or args.database_url):
         print("error: --token and --database-url go with --url", file=sys.stderr)
         return 2
+    if args.url is None and args.table not in DEMO_TABLES:
+        print(
+            f"error: --table {args.table}: the bench's own database holds only the demo tables "
+            f"({', '.join(DEMO_TABLES)}); to measure a table of yours, give --url (and --database-url for the floor)",
+            file=sys.stderr,
+        )
+        return 2
     if args.url is not None:
         try:
             Target.from_url(args.url, None)
@@ -259,6 +275,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         url=args.url,
         token=args.token,
         database_url=args.database_url or (settings.database_url if args.url else None),
+        table=args.table,
         rows=args.rows,
         repeat=chosen["repeat"],
         concurrency=tuple(sorted(chosen["concurrency"])),
@@ -298,6 +315,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except LinkError as exc:
         print(f"bench: the link could not be built: {exc}", file=sys.stderr)
         return 1
+    except SubjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(render(doc), flush=True)
     write_json(doc, json_path)
     print(f"\nEvery figure: {json_path}")
@@ -320,7 +340,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def describe_plan(options: Options) -> str:
-    rows = ", ".join(f"{r:,}" for r in options.rows) if options.rows else f"{DEFAULT_ROWS:,}"
+    if options.url is not None and not options.rows:
+        rows = "the whole table"
+    else:
+        rows = ", ".join(f"{r:,}" for r in options.sizes) + " rows"
     levels = ", ".join(str(c) for c in options.concurrency)
     extra = ""
     if options.encodings != ("identity",):
@@ -330,7 +353,7 @@ def describe_plan(options: Options) -> str:
     if options.links:
         extra += f" over {', '.join(link.label if link else 'loopback' for link in options.links)}"
     return (
-        f"{' and '.join(options.endpoints)} × {', '.join(options.formats)}{extra} × {rows} rows, "
+        f"{options.table}: {' and '.join(options.endpoints)} × {', '.join(options.formats)}{extra} × {rows}, "
         f"{levels} client{'s' if options.concurrency != (1,) else ''}, {options.repeat} run"
         f"{'s' if options.repeat != 1 else ''} each"
     )

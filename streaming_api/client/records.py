@@ -18,6 +18,8 @@ from typing import Any
 
 # The formats whose bodies these parse (the server's names for them).
 FORMATS = ("ndjson", "csv", "json", "text")
+# A field as long as a value may be (a text of 2 MB, or up to PostgreSQL's 1 GB), not csv's 128 KiB.
+csv.field_size_limit(2**31 - 1)
 Row = dict[str, Any] | list[str]
 
 

@@ -10,35 +10,12 @@ The one place that decides this, for `serve`, `seed`, the benchmark and the test
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
-
-import asyncpg
 
 from ..settings import Settings
+from .demo import DEMO_TABLES, Progress, Reseed, Seeding, ensure_rows
 from .embedded import EmbeddedPostgres
-from .schema import ensure_schema, row_count, seed
-
-log = logging.getLogger(__name__)
-
-# "empty": seed only a missing or empty table (serve); "different": make it hold exactly `rows` (bench,
-# tests); "always": reload it even when it already holds them (the seed command).
-Reseed = Literal["empty", "different", "always"]
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Seeding:
-    """The rows the table holds after ensure_rows, and whether it had to be (re)loaded for that."""
-
-    rows: int
-    seeded: bool
-    seconds: float
 
 
 class Database:
@@ -91,22 +68,10 @@ class Database:
             return None
         return await self.ensure_rows(rows, "empty", progress)
 
-    async def ensure_rows(self, rows: int, when: Reseed = "empty", progress: Progress | None = None) -> Seeding:
-        """Seed the demo points table with rows 1..rows when `when` says so (NotTheDemoTable if a `points`
-        of another shape is there)."""
+    async def ensure_rows(
+        self, rows: int, when: Reseed = "empty", progress: Progress | None = None, table: str = "points"
+    ) -> Seeding:
+        """Seed a demo table (db.demo: points, orders, blobs) with rows 1..rows when `when` says so
+        (NotTheDemoTable if a table of its name has another shape)."""
         assert self.url is not None, "start() first"
-        started = time.perf_counter()
-        conn = await asyncpg.connect(self.url)
-        try:
-            await ensure_schema(conn)
-            held = await row_count(conn)
-            needed = {"empty": held == 0 and rows > 0, "different": held != rows, "always": True}[when]
-            if not needed:
-                return Seeding(held, False, time.perf_counter() - started)
-            log.info("seeding the points table with %s rows", f"{rows:,}")
-            await seed(conn, rows, None if progress is None else (lambda done: progress(done, rows)))
-            seconds = time.perf_counter() - started
-            log.info("seeded %s rows in %.1f s", f"{rows:,}", seconds)
-            return Seeding(rows, True, seconds)
-        finally:
-            await conn.close()
+        return await ensure_rows(self.url, DEMO_TABLES[table], rows, when, progress)

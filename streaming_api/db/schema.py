@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Float, MetaData, Table, Text
@@ -57,33 +58,39 @@ SHAPE = (
 
 
 class NotTheDemoTable(Exception):
-    """A `points` table of another shape: the user's own, which seeding must never overwrite."""
+    """A demo table's name held by a table of another shape: the user's own, which seeding must never overwrite."""
 
 
-async def ensure_schema(conn: asyncpg.Connection) -> None:
-    """Create the demo table if it is missing; refuse (NotTheDemoTable) if a `points` of another shape is there."""
-    shape = tuple(
+async def ensure_table(conn: asyncpg.Connection, name: str, shape: tuple[tuple[str, str], ...], create: str) -> None:
+    """Create a demo table if it is missing; refuse (NotTheDemoTable) if a table of that name has another shape."""
+    found = tuple(
         (record["attname"], record["type"])
         for record in await conn.fetch(
             "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
-            "WHERE attrelid = to_regclass('points') AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            name,
         )
     )
-    if shape and shape != SHAPE:
-        described = ", ".join(f"{name} {kind}" for name, kind in shape)
+    if found and found != shape:
+        described = ", ".join(f"{column} {kind}" for column, kind in found)
         raise NotTheDemoTable(
-            f"the points table in this database is not the demo table (its columns: {described[:300]})"
+            f"the {name} table in this database is not the demo table (its columns: {described[:300]})"
         )
-    if not shape:
-        await conn.execute(CREATE_TABLE)
+    if not found:
+        await conn.execute(create)
 
 
-async def row_count(conn: asyncpg.Connection) -> int:
-    """Rows in the table, or 0 when it does not exist yet."""
-    exists = await conn.fetchval("SELECT to_regclass('points') IS NOT NULL")
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    """Create the points table if it is missing; refuse (NotTheDemoTable) if a `points` of another shape is there."""
+    await ensure_table(conn, points.name, SHAPE, CREATE_TABLE)
+
+
+async def row_count(conn: asyncpg.Connection, name: str = points.name) -> int:
+    """Rows in a demo table, or 0 when it does not exist yet."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
     if not exists:
         return 0
-    return await conn.fetchval(f"SELECT count(*) FROM {points.name}")
+    return await conn.fetchval(f"SELECT count(*) FROM {name}")
 
 
 def generate_rows(count: int, start: int = 1) -> Iterator[tuple]:
@@ -103,6 +110,20 @@ def generate_rows(count: int, start: int = 1) -> Iterator[tuple]:
         )
 
 
+@contextlib.asynccontextmanager
+async def reloading(conn: asyncpg.Connection, name: str) -> AsyncIterator[None]:
+    """A demo table emptied and loaded again in one transaction (the block loads it), then vacuumed."""
+    async with conn.transaction():
+        # Durability of a bulk reload is not worth a flush per commit; the load is all or nothing.
+        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+        # A bulk load of millions of rows is not a query to cut short by the service's statement_timeout.
+        await conn.execute("SET LOCAL statement_timeout TO 0")
+        await conn.execute(f"TRUNCATE {name}")
+        yield
+    # VACUUM sets the visibility map, so the page plan's walks of the primary key are index-only scans.
+    await conn.execute(f"VACUUM (ANALYZE) {name}")
+
+
 async def seed(
     conn: asyncpg.Connection,
     rows: int,
@@ -112,12 +133,7 @@ async def seed(
     """Make the table hold exactly rows 1..rows, loaded with COPY, in one transaction."""
     await ensure_schema(conn)
     source = generate_rows(rows)
-    async with conn.transaction():
-        # Durability of a bulk reload is not worth a flush per commit; the load is all or nothing.
-        await conn.execute("SET LOCAL synchronous_commit TO OFF")
-        # A bulk load of millions of rows is not a query to cut short by the service's statement_timeout.
-        await conn.execute("SET LOCAL statement_timeout TO 0")
-        await conn.execute(f"TRUNCATE {points.name}")
+    async with reloading(conn, points.name):
         done = 0
         while done < rows:
             chunk = [next(source) for _ in range(min(batch, rows - done))]
@@ -125,5 +141,3 @@ async def seed(
             done += len(chunk)
             if progress:
                 progress(done)
-    # VACUUM sets the visibility map, so the page plan's walks of the primary key are index-only scans.
-    await conn.execute(f"VACUUM (ANALYZE) {points.name}")

@@ -85,7 +85,7 @@ def test_every_coding_and_page_size_has_its_group(link_run):
 
 def test_the_page_size_reaches_the_server(link_run):
     paths = {g["path"] for g in link_run.doc["groups"] if g["endpoint"] == "chunked"}
-    assert paths == {f"/chunked?format=ndjson&page_size={p}" for p in PAGE_SIZES}
+    assert paths == {f"/chunked/points?format=ndjson&page_size={p}" for p in PAGE_SIZES}
 
 
 def test_coded_bodies_come_coded_and_decode_to_the_identity_body(link_run):
