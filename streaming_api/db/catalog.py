@@ -87,6 +87,8 @@ class Table:
     row_bytes: float | None = None
     # The smallest and largest value of a key of one integer column (None: another key, or no rows).
     key_range: tuple[int, int] | None = None
+    # Whether the database's encoding is UTF-8 (then text goes out as its own bytes).
+    utf8: bool = True
     _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -241,6 +243,9 @@ def _key(
 async def reflect(conn: asyncpg.Connection, patterns: tuple[Pattern, ...]) -> Reflection:
     """The relations the patterns match, in the patterns' order (a table matched twice is served once)."""
     relations = await conn.fetch(_RELATIONS, list(KINDS))
+    utf8 = await conn.fetchval(
+        "SELECT pg_encoding_to_char(encoding) = 'UTF8' FROM pg_database WHERE datname = current_database()"
+    )
     chosen: dict[int, asyncpg.Record] = {}
     missing: list[Missing] = []
     for pattern in patterns:
@@ -290,6 +295,7 @@ async def reflect(conn: asyncpg.Connection, patterns: tuple[Pattern, ...]) -> Re
                 columns,
                 _key(columns, by_attnum, candidates),
                 None if estimate is None or estimate < 0 else round(estimate),
+                utf8=utf8,
             )
         )
     return Reflection(tuple(tables), tuple(missing))

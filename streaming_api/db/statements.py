@@ -90,20 +90,71 @@ class PageSpec:
 def bound_page(served: Table, spec: PageSpec) -> Bound:
     """The page's bounds on a query over the table, in key order (rows inserted inside the range since it
     was planned come on top, never in place of rows that were there)."""
+    return _bound(served, spec.after, spec.last, None if spec.rows is None else str(spec.rows))
+
+
+def _bound(served: Table, after: KeyValue | None, last: KeyValue | None, rows: str | None) -> Bound:
     clause = table_clause(served)
 
     def bound(query: Select) -> Select:
-        if spec.after is not None:
-            query = query.where(key_after(clause, served.key, spec.after))
-        if spec.last is not None:
-            query = query.where(key_up_to(clause, served.key, spec.last))
+        if after is not None:
+            query = query.where(key_after(clause, served.key, after))
+        if last is not None:
+            query = query.where(key_up_to(clause, served.key, last))
         if served.key:
             query = query.order_by(*(clause.c[name] for name in served.key))
-        if spec.rows is not None:
-            query = query.limit(spec.rows)
+        if rows is not None:
+            query = query.limit(literal_column(rows))
         return query
 
     return bound
+
+
+# Marks where a page's values go in its compiled statement: a NUL, which no SQL text, identifier or
+# literal of PostgreSQL's can hold, so the marks cannot be mistaken for anything a table is named.
+_MARK = "\x00"
+
+
+@dataclass(frozen=True)
+class PageTemplate:
+    """A page statement compiled once for a shape of bounds (is there an `after`, a `last`, a row limit),
+    its values written in by `render`: compiling the SQLAlchemy statement for every page cost more CPU
+    than passing the page's bytes on."""
+
+    fragments: tuple[str, ...]
+    # What goes after each fragment but the last: ("after" | "last", column index) or ("rows", 0).
+    slots: tuple[tuple[str, int], ...]
+
+    def render(self, spec: PageSpec) -> str:
+        values = {"after": spec.after, "last": spec.last, "rows": None if spec.rows is None else (str(spec.rows),)}
+        parts = [self.fragments[0]]
+        for (name, index), fragment in zip(self.slots, self.fragments[1:], strict=True):
+            bound = values[name]
+            assert bound is not None
+            parts.append(bound[index])
+            parts.append(fragment)
+        return "".join(parts)
+
+
+def page_template(served: Table, query: Callable[[Bound], Select], spec: PageSpec) -> PageTemplate:
+    """The template of the pages shaped like `spec` (its values are only placeholders here)."""
+    width = len(served.key)
+
+    def marks(name: str) -> KeyValue:
+        return tuple(f"{_MARK}{name}:{i}{_MARK}" for i in range(width))
+
+    bound = _bound(
+        served,
+        None if spec.after is None else marks("after"),
+        None if spec.last is None else marks("last"),
+        None if spec.rows is None else f"{_MARK}rows:0{_MARK}",
+    )
+    pieces = sql_text(query(bound)).split(_MARK)
+    slots = []
+    for token in pieces[1::2]:
+        name, _, index = token.partition(":")
+        slots.append((name, int(index)))
+    return PageTemplate(tuple(pieces[0::2]), tuple(slots))
 
 
 def plan_sql(served: Table, after: KeyValue | None, size: int, pages: int, budget: int | None) -> str:

@@ -18,17 +18,18 @@ without a key is read through a cursor whose rows are the same streams, a row at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Integer, Select, cast, func, literal_column, select
+from sqlalchemy import Integer, Select, cast, func, literal_column, select, text, true
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from ..db.catalog import Column, Table
 from ..db.statements import Bound, quote_identifier, table_clause
-from .arrow_types import Codec, Fixed, Var, codec
+from .arrow_types import Codec, Fixed, ListOf, Var, codec
 from .layout import Layout
 
 # The IPC stream's end-of-stream marker: without it a reader knows the stream was cut short.
@@ -65,76 +66,95 @@ class _Record:
         return np.dtype(self.fields)
 
 
-class _Streams:
-    """The SQL of each stream a page is folded into (stream 0: the rows' records), and how each reads back:
-    the dtype of its records, or None for a stream of bytes."""
-
-    def __init__(self) -> None:
-        self.sql: list[str] = []
-        self.dtypes: list[np.dtype | None] = []
-
-    def add(self, sql: str = "", dtype: np.dtype | None = None) -> int:
-        self.sql.append(sql)
-        self.dtypes.append(dtype)
-        return len(self.sql) - 1
-
-    def place(
-        self, value: str, kind: Codec, nullable: bool, name: str, record: _Record, per_row: Callable[[str], str]
-    ) -> _Slot:
-        """Lay a value out in `record` and in streams of its own; `per_row` turns SQL per value into SQL per
-        row (the identity for a column; an aggregate over its elements for an array's)."""
-        if isinstance(kind, Fixed):
-            flag = None
-            sent = f"{kind.send}({value})"
-            if nullable:
-                flag = name + ".null"
-                record.pieces.append(f"CASE WHEN ({value}) IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END")
-                record.fields.append((flag, "u1"))
-                sent = f"coalesce({sent}, '\\x{'00' * kind.dtype.itemsize}'::bytea)"
-            record.pieces.append(sent)
-            record.fields.append((name, kind.dtype))
-            return _Slot(kind, flag, name)
-        if isinstance(kind, Var):
-            data = kind.to_bytes(value)
-            length = f"int4send(octet_length({data}))"
-            record.pieces.append(f"coalesce({length}, {_NULL})" if nullable or kind.makes_nulls else length)
-            record.fields.append((name, ">i4"))
-            return _Slot(kind, None, name, self.add(per_row(data)))
-        count = f"int4send(cardinality({value}))"
-        record.pieces.append(f"coalesce({count}, {_NULL})" if nullable else count)
-        record.fields.append((name, ">i4"))
-
-        def per_element(sql: str) -> str:
-            return (
-                f"(SELECT string_agg({sql}, ''::bytea ORDER BY _o) FROM unnest({value}) WITH ORDINALITY AS _u(_e, _o))"
-            )
-
-        records = self.add()  # its SQL once the elements' own streams are laid out
-        elements = _Record([], [])
-        element = self.place("_u._e", kind.element, True, name + "[]", elements, per_element)
-        self.sql[records], self.dtypes[records] = per_element(elements.sql), elements.dtype
-        return _Slot(kind, None, name, records, element)
+def _place(value: str, kind: Fixed | Var, nullable: bool, name: str, record: _Record) -> tuple[_Slot, str | None]:
+    """Lay a prepared value out in `record`: (its slot, the SQL of its bytes for a stream of their own)."""
+    if isinstance(kind, Fixed):
+        flag = None
+        sent = f"{kind.send}({value})"
+        if nullable or kind.makes_nulls:
+            flag = name + ".null"
+            record.pieces.append(f"CASE WHEN ({value}) IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END")
+            record.fields.append((flag, "u1"))
+            sent = f"coalesce({sent}, '\\x{'00' * kind.dtype.itemsize}'::bytea)"
+        record.pieces.append(sent)
+        record.fields.append((name, kind.dtype))
+        return _Slot(kind, flag, name), None
+    length = f"int4send({kind.length(value)})"
+    record.pieces.append(f"coalesce({length}, {_NULL})" if nullable or kind.makes_nulls else length)
+    record.fields.append((name, ">i4"))
+    return _Slot(kind, None, name), kind.to_bytes(value)
 
 
 class PageDecoder:
-    """A page's streams (as PostgreSQL folded them) as a RecordBatch."""
+    """A page's streams (as PostgreSQL folded them) as a RecordBatch.
+
+    The page's query has two levels. Inside, one row per table row: each column's value prepared once
+    (its text, a decimal's scaled integer...), and each array's elements laid out by one LATERAL join.
+    Outside, the streams, each aggregated over those rows in key order: stream 0 the records (every
+    fixed-width value, every length and element count), then each column's bytes, each array's elements'
+    records and bytes."""
 
     def __init__(self, served: Table, columns: tuple[str, ...]) -> None:
         self.columns = columns
         chosen = [served.column(name) for name in columns]
-        self.schema = pa.schema([_field(column, codec(column.type, column)) for column in chosen if column is not None])
-        self.streams = _Streams()
-        self.streams.add()  # stream 0: the rows' records, laid out below
+        utf8 = served.utf8
+        kinds = [codec(column.type, column, utf8) for column in chosen if column is not None]
+        self.schema = pa.schema(
+            [_field(column, kind) for column, kind in zip((c for c in chosen if c), kinds, strict=True)]
+        )
+        # The inner level: (SQL over the table, its name); and the LATERAL joins arrays need.
+        self.inner: list[tuple[str, str]] = []
+        self.laterals: list[tuple[str, str, tuple[str, ...]]] = []
+        # The outer level: the SQL of each stream over the inner rows (stream 0: the records), and how
+        # each reads back (the dtype of its records; None for bytes).
+        self.streams: list[str] = [""]
+        self.dtypes: list[np.dtype | None] = [None]
         rows = _Record([], [])
-        self.slots = [
-            self.streams.place(
-                quote_identifier(name), codec(column.type, column), column.nullable, f"c{i}", rows, _same
-            )
-            for i, (name, column) in enumerate(zip(columns, chosen, strict=True))
-            if column is not None
-        ]
-        self.streams.sql[0], self.streams.dtypes[0] = rows.sql, rows.dtype
+        self.slots = []
+        for i, (column, kind) in enumerate(zip((c for c in chosen if c), kinds, strict=True)):
+            ref = quote_identifier(column.name)
+            if isinstance(kind, ListOf):
+                self.slots.append(self._lay_out_array(i, ref, kind, column.nullable, rows))
+                continue
+            self.inner.append((kind.prepare(ref), f"_v{i}"))
+            slot, data = _place(f"page._v{i}", kind, column.nullable, f"c{i}", rows)
+            if data is not None:
+                slot.stream = self._stream(data, None)
+            self.slots.append(slot)
+        self.streams[0], self.dtypes[0] = rows.sql, rows.dtype
         self.empty = pa.RecordBatch.from_pylist([], schema=self.schema)
+
+    def _stream(self, sql: str, dtype: np.dtype | None) -> int:
+        self.streams.append(sql)
+        self.dtypes.append(dtype)
+        return len(self.streams) - 1
+
+    def _lay_out_array(self, i: int, ref: str, kind: ListOf, nullable: bool, rows: _Record) -> _Slot:
+        """An array: its element count in the record, and its elements' records (and bytes) laid out per row
+        by one LATERAL join over unnest (one subquery a row: a scalar subquery per stream cost four times it)."""
+        self.inner.append((f"cardinality({ref})", f"_v{i}"))
+        count = f"int4send(page._v{i})"
+        rows.pieces.append(f"coalesce({count}, {_NULL})" if nullable else count)
+        rows.fields.append((f"c{i}", ">i4"))
+        elements = _Record([], [])
+        element, data = _place(kind.element.prepare("_u._e"), kind.element, True, f"c{i}[]", elements)
+        aggregates = [f"string_agg({elements.sql}, ''::bytea ORDER BY _o) AS r"]
+        if data is not None:
+            aggregates.append(f"string_agg({data}, ''::bytea ORDER BY _o) AS b")
+        alias = f"_x{i}"
+        self.laterals.append(
+            (
+                f"SELECT {', '.join(aggregates)} FROM unnest({ref}) WITH ORDINALITY AS _u(_e, _o)",
+                alias,
+                ("r", "b") if data is not None else ("r",),
+            )
+        )
+        self.inner.append((f"{alias}.r", f"_r{i}"))
+        records = self._stream(f"page._r{i}", elements.dtype)
+        if data is not None:
+            self.inner.append((f"{alias}.b", f"_b{i}"))
+            element.stream = self._stream(f"page._b{i}", None)
+        return _Slot(kind, None, f"c{i}", records, element)
 
     def batch(self, rows: int, streams: Sequence[bytes | memoryview]) -> pa.RecordBatch:
         if rows == 0:
@@ -144,7 +164,7 @@ class PageDecoder:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _records(self, streams: Sequence[bytes | memoryview], index: int, count: int) -> np.ndarray:
-        dtype = self.streams.dtypes[index]
+        dtype = self.dtypes[index]
         assert dtype is not None
         data = streams[index]
         if len(data) != count * dtype.itemsize:
@@ -196,42 +216,50 @@ class PageDecoder:
 
     # --- SQL ----------------------------------------------------------------------------------------
 
+    def _rows(self, served: Table) -> Select:
+        """The inner level: a row per table row, each value prepared once."""
+        clause = table_clause(served)
+        source = clause
+        for sql, alias, names in self.laterals:
+            joined = text(sql).columns(*(sql_column(name) for name in names)).lateral(alias)
+            source = source.outerjoin(joined, true())
+        keys = [clause.c[name].label(f"_k{i}") for i, name in enumerate(served.key)]
+        values = [literal_column(sql).label(name) for sql, name in self.inner]
+        return select(*keys, *values).select_from(source)
+
     def page_query(self, served: Table, bound: Bound) -> Select:
         """count(*), then every stream aggregated over the page's rows in key order (one row)."""
-        clause = table_clause(served)
-        keys = [clause.c[name].label(f"_k{i}") for i, name in enumerate(served.key)]
-        parts = [literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams.sql)]
-        page = bound(select(*keys, *parts).select_from(clause)).subquery("page")
+        page = bound(self._rows(served)).subquery("page")
         order = [page.c[f"_k{i}"] for i in range(len(served.key))]
         empty = literal_column("''::bytea")
         aggregates = [
-            func.string_agg(page.c[f"_s{i}"], aggregate_order_by(empty, *order) if order else empty)
-            for i in range(len(self.streams.sql))
+            func.string_agg(literal_column(sql), aggregate_order_by(empty, *order) if order else empty)
+            for sql in self.streams
         ]
-        return select(cast(func.count(), Integer), *aggregates)
+        return select(cast(func.count(), Integer), *aggregates).select_from(page)
 
     def cursor_query(self, served: Table) -> Select:
         """Every row's streams, a row each: what a cursor over a relation without a key fetches."""
-        parts = [literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams.sql)]
-        return select(*parts).select_from(table_clause(served))
+        page = self._rows(served).subquery("page")
+        return select(*(literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams))).select_from(page)
 
     # --- pages ----------------------------------------------------------------------------------------
 
     def cursor_page(self, records: Sequence[Sequence[bytes | None]]) -> tuple[int, bytes]:
         """Rows fetched from the cursor (each its streams) as one IPC message, and how many they were."""
-        streams = [b"".join(record[i] or b"" for record in records) for i in range(len(self.streams.sql))]
+        streams = [b"".join(record[i] or b"" for record in records) for i in range(len(self.streams))]
         return len(records), self.batch(len(records), streams).serialize().to_pybytes()
 
     def rows(self, copied: bytes, copied_rows: int) -> int:
         """The page's rows: its count(*) (COPY itself reports the one row the page is folded into)."""
         if not copied_rows:
             return 0
-        start, _ = _fields(copied, 1 + len(self.streams.sql))[0]
+        start, _ = _fields(copied, 1 + len(self.streams))[0]
         return int.from_bytes(copied[start : start + 4], "big")
 
     def page_bytes(self, copied: bytes, first: bool) -> bytes:
         """The page as one IPC message (an encapsulated record batch)."""
-        fields = _fields(copied, 1 + len(self.streams.sql))
+        fields = _fields(copied, 1 + len(self.streams))
         view = memoryview(copied)
         rows = int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
         streams = [view[at : at + size] for at, size in fields[1:]]

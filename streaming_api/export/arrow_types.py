@@ -8,7 +8,7 @@ or wrapped (an extension type). ListOf: an array's elements, flattened as ADBC r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +59,10 @@ def _as_bytes(values: np.ndarray) -> tuple[np.ndarray, None]:
     return np.ascontiguousarray(values), None
 
 
+def _identity(value: str) -> str:
+    return value
+
+
 @dataclass(frozen=True)
 class Fixed:
     """A value of fixed width, sent by PostgreSQL's binary send function."""
@@ -72,6 +76,10 @@ class Fixed:
     extension: pa.ExtensionType | None = None
     # ±infinity has no Arrow value: it becomes NULL.
     infinite: bool = False
+    # SQL computed once per row from the column, that `send` then writes (a decimal's scaled integer).
+    prepare: Callable[[str], str] = _identity
+    # The prepared value may be NULL where the column's is not (NaN, which a decimal cannot hold).
+    makes_nulls: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,10 +89,11 @@ class Var:
     arrow_type: pa.DataType
     # pa.utf8() or pa.binary(): how the bytes are read, before `finish` (a decimal cast, an extension).
     storage: pa.DataType
-    # SQL for the value's bytes, given SQL for the value.
+    # SQL computed once per row from the column (its text, say); then, from that, its bytes and length.
+    prepare: Callable[[str], str]
     to_bytes: Callable[[str], str]
+    length: Callable[[str], str] = field(default=lambda value: f"octet_length({value})")
     finish: Callable[[pa.Array], pa.Array] | None = None
-    # The bytes may be NULL for a value that is not (NaN, which a decimal cannot hold).
     makes_nulls: bool = False
 
 
@@ -102,18 +111,9 @@ class ListOf:
 Codec = Fixed | Var | ListOf
 
 
-def _utf8(value: str) -> str:
-    return f"convert_to(({value})::text, 'UTF8')"
-
-
-def _raw(value: str) -> str:
-    return value
-
-
 def _fixed(arrow_type: pa.DataType, send: str, dtype: str | np.dtype, convert: Convert = _native) -> Fixed:
-    return Fixed(
-        arrow_type, send, np.dtype(dtype), convert, infinite=send in ("date_send", "timestamp_send", "timestamptz_send")
-    )
+    infinite = send in ("date_send", "timestamp_send", "timestamptz_send")
+    return Fixed(arrow_type, send, np.dtype(dtype), convert, infinite=infinite)
 
 
 _FIXED: dict[str, Fixed] = {
@@ -134,9 +134,19 @@ _FIXED: dict[str, Fixed] = {
     "interval": _fixed(pa.month_day_nano_interval(), "interval_send", _INTERVAL, _interval),
     "uuid": Fixed(pa.uuid(), "uuid_send", np.dtype("V16"), _as_bytes, pa.uuid()),
 }
-_TEXT = Var(pa.utf8(), pa.utf8(), _utf8)
-# char(n) keeps its padding (a cast to text would drop it): its send function writes it as it is.
-_PADDED = Var(pa.utf8(), pa.utf8(), lambda value: f"bpcharsend({value})")
+
+
+def _text(utf8: bool, send: str = "textsend") -> Var:
+    """Text of any kind: in a UTF-8 database its own bytes (send writes them in the client's encoding,
+    UTF-8 too, and octet_length counts them); elsewhere converted to UTF-8 once."""
+    if utf8:
+        return Var(pa.utf8(), pa.utf8(), _identity, lambda value: f"{send}({value})")
+    return Var(pa.utf8(), pa.utf8(), lambda value: f"convert_to(({value})::text, 'UTF8')", _identity)
+
+
+def _as_text(kind: Var) -> Var:
+    """A type read by its text form (json, numeric, ranges...): the text made once per row."""
+    return replace(kind, prepare=lambda value: kind.prepare(f"({value})::text"))
 
 
 def _cast_to(arrow_type: pa.DataType) -> Callable[[pa.Array], pa.Array]:
@@ -147,27 +157,56 @@ def _wrapped(arrow_type: pa.ExtensionType) -> Callable[[pa.Array], pa.Array]:
     return lambda storage: pa.ExtensionArray.from_storage(arrow_type, storage)
 
 
-def codec(pg_type: PgType, column: Column | None = None) -> Codec:
+def _decimal_from_int64(values: np.ndarray) -> tuple[np.ndarray, None]:
+    """Scaled integers as decimal128's 16-byte little-endian two's complement (the high half the sign)."""
+    low = values.astype("<i8")
+    out = np.empty(len(low) * 2, dtype="<i8")
+    out[0::2] = low
+    out[1::2] = low >> 63
+    return out, None
+
+
+def _decimal(precision: int, scale: int, utf8: bool) -> Codec:
+    """numeric(p, s) as decimal128(p, s). Up to 18 digits it travels as its scaled integer (int8send: half
+    the work of numeric's text); beyond, as its text, cast by pyarrow. A decimal has no NaN: it is NULL."""
+    decimal = pa.decimal128(precision, scale)
+    nan_free = "nullif({}, 'NaN'::numeric)"
+    if precision <= 18:
+        scaled = lambda value: f"({nan_free.format(value)} * {10**scale})::int8"  # noqa: E731
+        return Fixed(decimal, "int8send", np.dtype(">i8"), _decimal_from_int64, prepare=scaled, makes_nulls=True)
+    text = _as_text(_text(utf8))
+    return replace(
+        text,
+        arrow_type=decimal,
+        prepare=lambda value: text.prepare(nan_free.format(value)),
+        finish=_cast_to(decimal),
+        makes_nulls=True,
+    )
+
+
+def codec(pg_type: PgType, column: Column | None = None, utf8: bool = True) -> Codec:
     """How a value of the type travels in a page and becomes Arrow (every type has one: its text at worst)."""
     if pg_type.category == "A" and pg_type.element is not None:
-        element = codec(pg_type.element)
-        return ListOf(_TEXT if isinstance(element, ListOf) else element)
+        element = codec(pg_type.element, utf8=utf8)
+        return ListOf(_as_text(_text(utf8)) if isinstance(element, ListOf) else element)
     name = pg_type.builtin
     if name in _FIXED:
         return _FIXED[name]
     if name == "bpchar":
-        return _PADDED
+        # char(n) keeps its padding (a cast to text would drop it).
+        if utf8:
+            return _text(utf8, "bpcharsend")
+        return replace(_text(utf8), prepare=lambda value: f"convert_to(textin(bpcharout({value})), 'UTF8')")
+    if name in ("text", "varchar"):
+        return _text(utf8)
     if name == "bytea":
-        return Var(pa.binary(), pa.binary(), _raw)
+        return Var(pa.binary(), pa.binary(), _identity, _identity)
     if name in ("json", "jsonb"):
-        return Var(pa.json_(pa.utf8()), pa.utf8(), _utf8, _wrapped(pa.json_(pa.utf8())))
+        return replace(_as_text(_text(utf8)), arrow_type=pa.json_(pa.utf8()), finish=_wrapped(pa.json_(pa.utf8())))
     if name == "numeric":
         precision = None if column is None else column.numeric_precision
         if precision is not None and precision[0] <= 38 and precision[1] >= 0:
-            decimal = pa.decimal128(*precision)
-            # A decimal has no NaN: NaN becomes NULL (docs/types.md).
-            nan_free = lambda value: _utf8(f"nullif({value}, 'NaN'::numeric)")  # noqa: E731
-            return Var(decimal, pa.utf8(), nan_free, _cast_to(decimal), makes_nulls=True)
+            return _decimal(*precision, utf8)
         opaque = pa.opaque(pa.utf8(), "numeric", "PostgreSQL")
-        return Var(opaque, pa.utf8(), _utf8, _wrapped(opaque))
-    return _TEXT
+        return replace(_as_text(_text(utf8)), arrow_type=opaque, finish=_wrapped(opaque))
+    return _as_text(_text(utf8))

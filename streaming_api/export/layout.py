@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Select
 
-from ..db.statements import Bound
+from ..db.catalog import Table
+from ..db.statements import Bound, PageSpec, PageTemplate, page_template
 
 
 def _same(copied: bytes, first: bool) -> bytes:
@@ -42,3 +43,12 @@ class Layout:
     # cursor's query, and a page of its rows made ready for the wire (with how many rows it holds).
     cursor_query: Callable[[], Select] | None = None
     cursor_page: Callable[[Sequence[Sequence[bytes | None]]], tuple[int, bytes]] | None = None
+    # Its page statements, compiled once per shape of bounds (db.statements.PageTemplate).
+    templates: dict[tuple[bool, bool, bool], PageTemplate] = field(default_factory=dict, compare=False)
+
+    def page_sql(self, served: Table, spec: PageSpec) -> str:
+        shape = (spec.after is not None, spec.last is not None, spec.rows is not None)
+        template = self.templates.get(shape)
+        if template is None:
+            template = self.templates[shape] = page_template(served, self.query, spec)
+        return template.render(spec)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..db.lanes import Lanes
-from ..db.statements import bound_page, sql_text
+from ..db.statements import sql_text
 from .layout import Layout
 from .planner import DatabaseClock, Planner
 from .request import Export
@@ -29,7 +29,7 @@ PAGE_SETTLE_SECONDS = 1.0
 # A page buffers at most this much of its output while waiting its turn, without a page_bytes setting.
 DEFAULT_PAGE_BYTES = 8 << 20
 # A page's output passes on before the page ends once this much of it is waiting (a page of wide rows).
-PIECE_BYTES = 256 << 10
+PIECE_BYTES = 1 << 20
 # Rows fetched at a time from a cursor (a whole-page format over a relation without a key).
 CURSOR_PAGE_ROWS = 1000
 
@@ -161,7 +161,7 @@ async def pages(
             priority = Lanes.LATER if started else Lanes.FIRST
             started = True
             feed = PageFeed(capacity, signal)
-            sql = sql_text(layout.query(bound_page(export.table, spec)))
+            sql = layout.page_sql(export.table, spec)
             task = asyncio.ensure_future(_fetch_page(lanes, sql, layout, feed, clock, priority, whole))
             task.add_done_callback(lambda _: signal.set())
             in_flight.append((feed, task))

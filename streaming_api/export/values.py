@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Numeric, Text, and_, case, cast, func, literal_column
+from sqlalchemy import Numeric, Text, case, cast, func, literal_column
 from sqlalchemy.sql import ColumnElement
 
 from ..db.catalog import Column
@@ -63,10 +63,12 @@ def concat(*parts: ColumnElement) -> ColumnElement[str]:
 
 
 def _double_text(value: ColumnElement, name: str, otherwise: ColumnElement) -> ColumnElement[str]:
-    """An integral double (and -0) as "5.0"; NaN and the infinities fail the test and take `otherwise`."""
+    """A double's shortest exact text, with ".0" where that is an integer's digits ("5" -> "5.0", "-0" ->
+    "-0.0"). Non-integral values take the plain text at once (one comparison: the common case); NaN and
+    the infinities equal their trunc() in PostgreSQL but fail the size test and take `otherwise`."""
     limit = literal_column(f"'{_PLAIN_INTEGRAL_BELOW[name]}'::{name}")
-    integral = and_(func.abs(value) < limit, value == func.trunc(value))
-    return case((integral, concat(cast(value, Text), constant(".0"))), else_=otherwise)
+    integral = case((func.abs(value) < limit, concat(cast(value, Text), constant(".0"))), else_=otherwise)
+    return case((value == func.trunc(value), integral), else_=cast(value, Text))
 
 
 def json_value(column: Column, value: ColumnElement) -> ColumnElement[str]:
