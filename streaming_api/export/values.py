@@ -79,7 +79,9 @@ def json_value(column: Column, value: ColumnElement) -> ColumnElement[str]:
         rendered = cast(value, Text)
     elif kind in _PLAIN_INTEGRAL_BELOW:
         rendered = _double_text(value, kind, cast(func.to_json(value), Text))
-    elif kind in _TO_JSON or kind in ("enum", "array"):
+    elif kind == "array":
+        rendered = cast(func.array_to_json(value), Text)  # to_json's own output, without its dispatch
+    elif kind in _TO_JSON or kind == "enum":
         rendered = cast(func.to_json(value), Text)
     elif kind == "json":
         # Raw newlines can only be whitespace between tokens (JSON strings escape them): one line per row.
@@ -105,8 +107,10 @@ def csv_value(column: Column, value: ColumnElement) -> ColumnElement:
     kind = _kind(column)
     if kind in _PLAIN_INTEGRAL_BELOW:
         return _double_text(value, kind, cast(value, Text))
-    if kind in ("bool", "array"):
-        return cast(func.to_json(value), Text)
+    if kind == "bool":
+        return case((value, constant("true")), (~value, constant("false")))
+    if kind == "array":
+        return cast(func.array_to_json(value), Text)
     if kind == "bytea":
         return concat(constant("\\x"), func.encode(value, constant("hex"), type_=Text))
     if kind == "money":
