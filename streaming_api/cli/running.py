@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from ..settings import Settings
+from ..tokens import Keys, mint_token
 from ..web import logfilters
 from ..web.app import create_app
 from ..web.connections import GuardedAppRunner, raise_open_file_limit
@@ -37,22 +38,46 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     logfilters.install()
 
 
-def banner(settings: Settings, rows: int, database: str, token: str) -> str:
+def banner_token(keys: Keys, settings: Settings) -> str | None:
+    """A fresh token for the banner when a person reads it (stdout a terminal), else None: a service
+    manager's log keeps what it captures, and a live token has no place there."""
+    if not sys.stdout.isatty():
+        return None
+    return mint_token(keys, subject="banner", ttl=settings.token_ttl)
+
+
+def banner(settings: Settings, rows: int, database: str, token: str | None) -> str:
+    """What the server prints once it serves: commands to paste with `token` in them, or, without one,
+    with $TOKEN and the command that mints it."""
     base = settings.base_url
-    auth = f'-H "Authorization: JWT {token}"'
+    auth = f'-H "Authorization: JWT {token or "$TOKEN"}"'
+    if token is None:
+        lines = [
+            "Try it (no token is printed where the output is not a terminal: mint one with the first command):",
+            "",
+            "  TOKEN=$(python run.py token)",
+        ]
+        browser = [f"See it stream in a browser: open {base}/ and paste a token into its Token field."]
+    else:
+        lines = [
+            f"Try it (this token is valid for {settings.token_ttl // 60} min; `python run.py token` mints another):",
+            "",
+        ]
+        browser = [
+            "See it stream in a browser (the token rides in the fragment, never sent to the server):",
+            "",
+            f"  {base}/#token={token}",
+        ]
     return "\n".join(
         [
             "",
             f"streaming_api: serving {rows:,} rows on {base} ({database})",
-            f"Try it (this token is valid for {settings.token_ttl // 60} min; `python run.py token` mints another):",
-            "",
+            *lines,
             f"  curl -H 'Accept: text/plain' {auth} '{base}/chunked?limit=5'",
             f"  curl -sS {auth} {base}/chunked | wc -l",
             f"  curl -sS {auth} {base}/standard | wc -l",
             "",
-            "See it stream in a browser (the token rides in the fragment, never sent to the server):",
-            "",
-            f"  {base}/#token={token}",
+            *browser,
             "",
             "Press Ctrl+C to stop.",
             "",

@@ -29,11 +29,11 @@ from multiprocessing.process import BaseProcess
 
 from ..db.database import Database
 from ..settings import Settings
-from ..tokens import load_keys, mint_token
+from ..tokens import load_keys
 from ..web.metrics import MULTIPROCESS_DIRECTORY
 from .console import StatusLine, rows_bar
 from .failures import StartupFailure
-from .running import STOP_SIGNALS, banner
+from .running import STOP_SIGNALS, banner, banner_token
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +174,8 @@ async def supervise(settings: Settings) -> int:
         supervisor = Supervisor(settings.replace(database_url=database.url), metrics_directory)
         workers = [supervisor.start(index) for index in range(1, count + 1)]
         await asyncio.to_thread(supervisor.wait_ready, workers)
-        token = mint_token(keys, subject="banner", ttl=settings.token_ttl)
         description = f"{database.description}, {count} workers"
-        print(banner(settings, seeding.rows, description, token), flush=True)
+        print(banner(settings, seeding.rows, description, banner_token(keys, settings)), flush=True)
         while not stopping.is_set():
             await asyncio.to_thread(supervisor.replace_the_dead, stopping)
         log.info("stopping: every worker drains its requests in flight")
