@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -37,10 +39,11 @@ async def test_a_banner_written_to_a_log_holds_no_token_and_says_how_to_mint_one
     assert f"""curl -sS -H "Authorization: JWT $TOKEN" http://127.0.0.1:{server.port}/chunked | wc -l""" in server.log
 
 
-def _read_until(fd: int, marker: bytes) -> bytes:
-    """What the terminal shows until `marker` (or until the process closes it)."""
+def _read_until(fd: int, marker: bytes, within: float) -> bytes:
+    """What the terminal shows until `marker`, the process closes it, or `within` seconds pass."""
     seen = b""
-    while marker not in seen:
+    deadline = time.monotonic() + within
+    while marker not in seen and select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
         try:
             data = os.read(fd, 4096)
         except OSError:  # EIO: the process closed its terminal
@@ -71,8 +74,7 @@ def test_a_banner_on_a_terminal_shows_a_token_that_verifies(database_url, jwt_se
     )
     os.close(terminal)
     try:
-        # Each read returns when the server writes or exits: bounded by the server itself.
-        shown = _read_until(controller, b"Press Ctrl+C to stop.")
+        shown = _read_until(controller, b"Press Ctrl+C to stop.", READY_SECONDS)
     finally:
         process.terminate()
         process.wait(60)
