@@ -11,15 +11,21 @@ from streaming_api.settings import PROJECT_ROOT
 
 
 def run_cli(
-    args: list[str], data_dir: Path, environment: dict[str, str] | None = None, **settings: str
+    args: list[str],
+    data_dir: Path,
+    environment: dict[str, str] | None = None,
+    *,
+    python_options: tuple[str, ...] = (),
+    **settings: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command line with settings given as STREAMING_API_<NAME> (and any `environment` variables)."""
+    """Run the command line with settings given as STREAMING_API_<NAME> (and any `environment` variables);
+    python_options go to the interpreter, before run.py."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
     environ["STREAMING_API_DATA_DIR"] = str(data_dir)
     environ.update({f"STREAMING_API_{name.upper()}": value for name, value in settings.items()})
     environ.update(environment or {})
     return subprocess.run(
-        [sys.executable, "run.py", *args],
+        [sys.executable, *python_options, "run.py", *args],
         cwd=PROJECT_ROOT,
         env=environ,
         capture_output=True,
