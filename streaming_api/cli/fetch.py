@@ -46,7 +46,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
   {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
   {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row), or it
-       dropped and --columns left out id, so there was no id to resume after
+       dropped and --columns left out id, so there was no id to resume after, or the first one was
+       refused (nothing listens at the URL: said at once, not retried)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
   {EXIT_PIPE_CLOSED}  stdout's reader closed the pipe (fetch ... | head): nothing printed
 """

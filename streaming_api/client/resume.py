@@ -17,7 +17,19 @@ import aiohttp
 from yarl import URL
 
 from ..columns import KEY
-from .errors import CannotResume, GaveUp, Retry, Retryable, RowCount, announced_count, describe, rejection, retry_after
+from .errors import (
+    CannotResume,
+    GaveUp,
+    NothingListening,
+    Retry,
+    Retryable,
+    RowCount,
+    announced_count,
+    describe,
+    refused,
+    rejection,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +122,8 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
     received = 0
     last_id = options.after_id
     failures = 0
+    # Whether a server has answered yet: until one has, a refused connection is a wrong URL, not a restart.
+    answered = False
     known: RowCount | None = None
     try:
         while limit is None or received < limit:
@@ -121,6 +135,7 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
             progressed = False
             try:
                 async with session.get(request_url, headers=headers) as response:
+                    answered = True
                     if response.status >= 500 or response.status == 429:
                         raise Retryable(f"HTTP {response.status} {response.reason}", retry_after(response))
                     if response.status != 200:
@@ -141,6 +156,8 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
                 return
             except (Retryable, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 reason = describe(exc)
+                if not answered and refused(exc):
+                    raise NothingListening(reason, last_id) from exc
                 if received and not options.resumable:
                     raise CannotResume(received, reason) from exc
                 # An attempt that brought rows starts the count again: only stalls use up the retries.

@@ -169,7 +169,8 @@ async def stream_rows(
     of them, with the `columns` named (a list, or "x,y,id"; every column by default). A dropped
     connection, a truncated body or a 5xx is retried from the last id yielded, waiting backoff,
     2*backoff, ... (at most 8 s, or the server's Retry-After), at most `retries` times in a row (an
-    attempt that brings rows starts the count again), then GaveUp is raised. Resuming needs the id:
+    attempt that brings rows starts the count again), then GaveUp is raised; a connection refused before
+    any server answered raises NothingListening (a GaveUp) at once. Resuming needs the id:
     with `columns` that leave it out, a failure after rows arrived raises CannotResume (one before the
     first row is retried as usual). 401 raises Unauthorized, 400 BadRequest, other 4xx RequestRejected,
     each carrying the server's message. Memory stays flat: rows are parsed from each network read and
