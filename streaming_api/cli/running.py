@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from ..tokens import Keys, mint_token
 from ..web import logfilters
 from ..web.app import create_app
 from ..web.connections import GuardedAppRunner, raise_open_file_limit
+from ..web.middleware import shutdown
 from ..web.middleware.shutdown import CANCELLED_GRACE_SECONDS
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,19 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-# Signals that stop the server as Ctrl+C does: SIGTERM from a service manager, SIGHUP when the terminal closes.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+@dataclass(frozen=True)
+class StopSignals:
+    """What ends a server process: a `stop` signal drains it (requests in flight get shutdown_timeout), a
+    `cut` signal ends its requests in flight now; with `again_cuts`, a stop signal that comes again cuts."""
+
+    stop: tuple[signal.Signals, ...]
+    cut: tuple[signal.Signals, ...] = ()
+    again_cuts: bool = True
+
+
+# `run.py serve`: Ctrl+C, SIGTERM from a service manager, SIGHUP when the terminal closes; any of them again
+# (a second Ctrl+C) cuts what is still in flight rather than wait for it.
+STOP_SIGNALS = StopSignals(stop=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
 
 
 def run_loop(main: Coroutine[Any, Any, int | None]) -> int:
@@ -115,9 +128,11 @@ async def serve_on(
     sock: socket.socket,
     on_started: Callable[[web.Application], None],
     seed_progress: Callable[[int, int], None] | None = None,
+    signals: StopSignals = STOP_SIGNALS,
 ) -> web.Application:
-    """Serve the app on a listening socket until SIGINT, SIGTERM or SIGHUP, then shut it down gracefully
-    (requests in flight get shutdown_timeout, the pool and the database are let go). Returns the app."""
+    """Serve the app on a listening socket until a stop signal, then shut it down gracefully (requests in
+    flight get shutdown_timeout, unless a cut signal ends them first; the pool and the database are let go).
+    Returns the app."""
     open_files = raise_open_file_limit()
     app = create_app(settings, seed_progress=seed_progress)
     # on_shutdown (shutdown.finish_in_flight) already waited shutdown_timeout: aiohttp's own is a backstop.
@@ -128,15 +143,20 @@ async def serve_on(
     main = asyncio.current_task()
     assert main is not None
 
-    def stop(signum: int) -> None:
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        cut = signum in signals.cut or (stopping.is_set() and signals.again_cuts)
         if not stopping.is_set():
             stopping.set()
-            log.info("stopping (%s): no new connections; requests in flight may finish", signal.Signals(signum).name)
+            log.info("stopping (%s): no new connections; requests in flight may finish", name)
             if not started.is_set():
                 main.cancel()  # still starting (seeding, say): stop that at once
+        if cut:
+            log.warning("stopping now (%s): %d request(s) in flight cut short", name, shutdown.cut_in_flight(app))
 
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop, signum)
+    # Kept until the end: a signal during the drain is a request to hurry, never a KeyboardInterrupt.
+    for signum in (*signals.stop, *signals.cut):
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -147,8 +167,10 @@ async def serve_on(
         if not stopping.is_set():
             raise
     finally:
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-        await runner.cleanup()
-        sock.close()
+        try:
+            await runner.cleanup()
+            sock.close()
+        finally:
+            for signum in (*signals.stop, *signals.cut):
+                loop.remove_signal_handler(signum)
     return app

@@ -6,7 +6,8 @@ its own socket bound with SO_REUSEPORT, so the kernel spreads new connections am
 shared by every worker, gunicorn's way, measured the same here, in how evenly connections spread and in
 latency; SO_REUSEPORT needs no socket handed across processes, and each worker keeps the guarded runner
 `run.py serve` uses: see docs/scaling.md.) A worker that
-dies is logged and replaced; Ctrl+C, SIGTERM or SIGHUP drain every worker, then the database stops.
+dies is logged and replaced; Ctrl+C, SIGTERM or SIGHUP drain every worker, then the database stops (the
+same again cuts the workers' requests in flight).
 
 /metrics adds up every worker's figures through prometheus_client's multiprocess mode: the supervisor
 gives the workers a directory of their own for them (PROMETHEUS_MULTIPROC_DIR) and empties it at the end.
@@ -33,7 +34,7 @@ from ..tokens import load_keys
 from ..web.metrics import MULTIPROCESS_DIRECTORY
 from .console import StatusLine, rows_bar
 from .failures import StartupFailure
-from .running import STOP_SIGNALS, banner, banner_token
+from .running import STOP_SIGNALS, StopSignals, banner, banner_token
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,17 @@ QUICK_DEATHS_ALLOWED = 3
 STOP_GRACE_SECONDS = 15.0
 
 
+# A worker's signals: its supervisor decides. SIGTERM drains (sent again it stays a drain: a service manager
+# may send it to every process, as the supervisor does), SIGUSR1 cuts. The terminal's Ctrl+C and SIGHUP are
+# for the supervisor, which passes its decision on.
+WORKER_SIGNALS = StopSignals(stop=(signal.SIGTERM,), cut=(signal.SIGUSR1,), again_cuts=False)
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+
 def _worker(settings: Settings, index: int, ready: Connection) -> None:
     """A worker process: the app on its own SO_REUSEPORT socket until it is told to stop."""
+    for signum in TERMINAL_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     # Imported here: this runs in a fresh interpreter whose environment already names the metrics directory.
     from ..web.connections import listening_socket
     from . import running
@@ -56,11 +66,9 @@ def _worker(settings: Settings, index: int, ready: Connection) -> None:
 
     async def serve_here() -> None:
         sock = listening_socket(settings.host, settings.port, reuse_port=True)
-        await running.serve_on(settings, sock, lambda _app: ready.send("ready"))
+        await running.serve_on(settings, sock, lambda _app: ready.send("ready"), signals=WORKER_SIGNALS)
 
-    # Ctrl+C before the loop's own signal handlers are in place: the supervisor sees to the rest.
-    with contextlib.suppress(KeyboardInterrupt):
-        running.run_loop(serve_here())
+    running.run_loop(serve_here())
 
 
 @dataclass
@@ -131,11 +139,15 @@ class Supervisor:
 
         multiprocess.mark_process_dead(worker.process.pid, self.metrics_directory)
 
-    def stop(self) -> None:
-        """SIGTERM to every worker (each drains its requests), then wait; kill what is left after the grace."""
+    def signal_all(self, signum: int) -> None:
         for worker in self.workers.values():
             if worker.process.is_alive():
-                os.kill(worker.process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signum)
+
+    def stop(self) -> None:
+        """SIGTERM to every worker (each drains its requests), then wait; kill what is left after the grace."""
+        self.signal_all(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.shutdown_timeout + STOP_GRACE_SECONDS
         for worker in self.workers.values():
             worker.process.join(max(deadline - time.monotonic(), 0))
@@ -156,13 +168,29 @@ async def supervise(settings: Settings) -> int:
     _check_port(settings)
     count = settings.worker_count
     stopping = asyncio.Event()
+    serving = False
+    supervisor: Supervisor | None = None
     loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stopping.set)
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            # Again (a second Ctrl+C): the workers cut their requests in flight rather than drain them.
+            log.warning("stopping now (%s): the workers cut their requests in flight", signal.Signals(signum).name)
+            if supervisor is not None:
+                supervisor.signal_all(*WORKER_SIGNALS.cut)
+            return
+        stopping.set()
+        if not serving:
+            main.cancel()  # still starting (seeding, workers starting): stop that at once
+
+    # Kept until the end: a signal while the workers drain is a request to hurry, never a KeyboardInterrupt.
+    for signum in STOP_SIGNALS.stop:
+        loop.add_signal_handler(signum, on_signal, signum)
     metrics_directory = tempfile.mkdtemp(prefix="streaming_api-metrics-")
     os.environ[MULTIPROCESS_DIRECTORY] = metrics_directory
     database = Database(settings)
-    supervisor: Supervisor | None = None
     stopped_database = False
     try:
         await database.start()
@@ -174,19 +202,25 @@ async def supervise(settings: Settings) -> int:
         supervisor = Supervisor(settings.replace(database_url=database.url), metrics_directory)
         workers = [supervisor.start(index) for index in range(1, count + 1)]
         await asyncio.to_thread(supervisor.wait_ready, workers)
+        serving = True
         description = f"{database.description}, {count} workers"
         print(banner(settings, seeding.rows, description, banner_token(keys, settings)), flush=True)
         while not stopping.is_set():
             await asyncio.to_thread(supervisor.replace_the_dead, stopping)
         log.info("stopping: every worker drains its requests in flight")
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
     finally:
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-        if supervisor is not None:
-            await asyncio.to_thread(supervisor.stop)
-        stopped_database = await database.stop()
-        os.environ.pop(MULTIPROCESS_DIRECTORY, None)
-        shutil.rmtree(metrics_directory, ignore_errors=True)
+        try:
+            if supervisor is not None:
+                await asyncio.to_thread(supervisor.stop)
+            stopped_database = await database.stop()
+            os.environ.pop(MULTIPROCESS_DIRECTORY, None)
+            shutil.rmtree(metrics_directory, ignore_errors=True)
+        finally:
+            for signum in STOP_SIGNALS.stop:
+                loop.remove_signal_handler(signum)
     also = f"; so is the {database.description}" if stopped_database else ""
     print(f"streaming_api: stopped {count} workers{also}", flush=True)
     return 0
