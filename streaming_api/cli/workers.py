@@ -7,10 +7,12 @@ shared by every worker, gunicorn's way, measured the same here, in how evenly co
 latency; SO_REUSEPORT needs no socket handed across processes, and each worker keeps the guarded runner
 `run.py serve` uses: see docs/scaling.md.) A worker that
 dies is logged and replaced; Ctrl+C, SIGTERM or SIGHUP drain every worker, then the database stops (the
-same again cuts the workers' requests in flight).
+same again cuts the workers' requests in flight). A worker whose supervisor is gone, however it ended
+(kill -9), sees its end of a pipe close and stops as on SIGTERM: no orphan keeps the port.
 
 /metrics adds up every worker's figures through prometheus_client's multiprocess mode: the supervisor
-gives the workers a directory of their own for them (PROMETHEUS_MULTIPROC_DIR) and empties it at the end.
+gives the workers a directory of their own for them (PROMETHEUS_MULTIPROC_DIR), which the last process
+using it removes (cli/metrics_directory.py).
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from ..db.database import Database
 from ..settings import Settings
 from ..tokens import load_keys
 from ..web.metrics import MULTIPROCESS_DIRECTORY
+from . import metrics_directory
 from .console import StatusLine, rows_bar
 from .failures import StartupFailure
 from .running import STOP_SIGNALS, StopSignals, banner, banner_token
@@ -54,8 +56,9 @@ WORKER_SIGNALS = StopSignals(stop=(signal.SIGTERM,), cut=(signal.SIGUSR1,), agai
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 
 
-def _worker(settings: Settings, index: int, ready: Connection) -> None:
-    """A worker process: the app on its own SO_REUSEPORT socket until it is told to stop."""
+def _worker(settings: Settings, index: int, ready: Connection, supervisor_alive: Connection) -> None:
+    """A worker process: the app on its own SO_REUSEPORT socket until it is told to stop, or its supervisor
+    is gone."""
     for signum in TERMINAL_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     # Imported here: this runs in a fresh interpreter whose environment already names the metrics directory.
@@ -63,12 +66,33 @@ def _worker(settings: Settings, index: int, ready: Connection) -> None:
     from . import running
 
     running.setup_logging(settings, worker=index)
+    supervisor = os.getppid()
+    metrics = Path(os.environ[MULTIPROCESS_DIRECTORY])
+    held = metrics_directory.hold(metrics)
 
     async def serve_here() -> None:
+        loop = asyncio.get_running_loop()
+        # Nothing is ever sent on this pipe: it reads as closed once the supervisor holds it no more.
+        loop.add_reader(supervisor_alive.fileno(), _orphaned, loop, supervisor_alive, supervisor)
         sock = listening_socket(settings.host, settings.port, reuse_port=True)
-        await running.serve_on(settings, sock, lambda _app: ready.send("ready"), signals=WORKER_SIGNALS)
+        await running.serve_on(settings, sock, lambda _app: _say_ready(ready), signals=WORKER_SIGNALS)
 
-    running.run_loop(serve_here())
+    try:
+        running.run_loop(serve_here())
+    finally:
+        metrics_directory.let_go(metrics, held)
+
+
+def _orphaned(loop: asyncio.AbstractEventLoop, supervisor_alive: Connection, supervisor: int) -> None:
+    loop.remove_reader(supervisor_alive.fileno())
+    log.warning("the supervisor (pid %d) is gone: stopping", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _say_ready(ready: Connection) -> None:
+    # A supervisor gone meanwhile cannot hear it; its pipe tells this worker to stop.
+    with contextlib.suppress(OSError):
+        ready.send("ready")
 
 
 @dataclass
@@ -80,16 +104,19 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, metrics_directory: str) -> None:
+    def __init__(self, settings: Settings, metrics: Path) -> None:
         self.settings = settings
-        self.metrics_directory = metrics_directory
+        self.metrics = metrics
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, Worker] = {}
         self.quick_deaths = 0
+        # Only this process holds the writing end, and never writes: its end, however it comes, closes it.
+        self._alive, self._alive_writer = self.context.Pipe(duplex=False)
 
     def start(self, index: int) -> Worker:
         receive, send = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=_worker, args=(self.settings, index, send), name=f"worker {index}")
+        args = (self.settings, index, send, self._alive)
+        process = self.context.Process(target=_worker, args=args, name=f"worker {index}")
         process.start()
         send.close()
         worker = self.workers[index] = Worker(index, process, receive)
@@ -137,7 +164,7 @@ class Supervisor:
         """A dead worker's gauges no longer count (its counters and histograms still do)."""
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.process.pid, self.metrics_directory)
+        multiprocess.mark_process_dead(worker.process.pid, str(self.metrics))
 
     def signal_all(self, signum: int) -> None:
         for worker in self.workers.values():
@@ -188,8 +215,8 @@ async def supervise(settings: Settings) -> int:
     # Kept until the end: a signal while the workers drain is a request to hurry, never a KeyboardInterrupt.
     for signum in STOP_SIGNALS.stop:
         loop.add_signal_handler(signum, on_signal, signum)
-    metrics_directory = tempfile.mkdtemp(prefix="streaming_api-metrics-")
-    os.environ[MULTIPROCESS_DIRECTORY] = metrics_directory
+    metrics, held = metrics_directory.make()
+    os.environ[MULTIPROCESS_DIRECTORY] = str(metrics)
     database = Database(settings)
     stopped_database = False
     try:
@@ -199,7 +226,7 @@ async def supervise(settings: Settings) -> int:
         # Made here once (a generated secret included), before the workers read the same keys.
         keys = load_keys(settings)
         # The workers use the database this process started (and seeded) for them.
-        supervisor = Supervisor(settings.replace(database_url=database.url), metrics_directory)
+        supervisor = Supervisor(settings.replace(database_url=database.url), metrics)
         workers = [supervisor.start(index) for index in range(1, count + 1)]
         await asyncio.to_thread(supervisor.wait_ready, workers)
         serving = True
@@ -217,7 +244,7 @@ async def supervise(settings: Settings) -> int:
                 await asyncio.to_thread(supervisor.stop)
             stopped_database = await database.stop()
             os.environ.pop(MULTIPROCESS_DIRECTORY, None)
-            shutil.rmtree(metrics_directory, ignore_errors=True)
+            metrics_directory.let_go(metrics, held)
         finally:
             for signum in STOP_SIGNALS.stop:
                 loop.remove_signal_handler(signum)
