@@ -21,6 +21,7 @@ from typing import Literal
 import asyncpg
 
 from ..settings import Settings
+from . import disk
 from .embedded import EmbeddedPostgres
 from .schema import row_count, seed
 
@@ -48,6 +49,8 @@ class Database:
         self._configured_url = settings.database_url
         self._embedded = None if settings.database_url else EmbeddedPostgres(data_path or settings.data_path)
         self.url: str | None = None
+        # A full disk met while seeding: the embedded server cannot write a shutdown checkpoint.
+        self._out_of_space = False
 
     @property
     def embedded(self) -> EmbeddedPostgres | None:
@@ -73,7 +76,7 @@ class Database:
         """Let go of the database; True when that stopped the embedded server (the last process using it)."""
         if self._embedded is None:
             return False
-        return await asyncio.to_thread(self._embedded.stop)
+        return await asyncio.to_thread(self._embedded.stop, self._out_of_space)
 
     async def __aenter__(self) -> Database:
         await self.start()
@@ -95,7 +98,14 @@ class Database:
             if not needed:
                 return Seeding(held, False, time.perf_counter() - started)
             log.info("seeding the points table with %s rows", f"{rows:,}")
-            await seed(conn, rows, None if progress is None else (lambda done: progress(done, rows)))
+            since = disk.log_position(self._embedded)
+            try:
+                await seed(conn, rows, None if progress is None else (lambda done: progress(done, rows)))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                if disk.ran_out(exc, self._embedded, since):
+                    self._out_of_space = True
+                    raise disk.no_space(rows, self._embedded, exc) from exc
+                raise
             seconds = time.perf_counter() - started
             log.info("seeded %s rows in %.1f s", f"{rows:,}", seconds)
             return Seeding(rows, True, seconds)
