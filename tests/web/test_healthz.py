@@ -13,6 +13,7 @@ import pytest
 from streaming_api.settings import Settings
 from streaming_api.web.app import create_app
 from tests.support.pg import RestartablePostgres
+from tests.support.scratch import scratch_directory
 
 OUTAGE_ROWS = 10
 
@@ -25,13 +26,14 @@ async def test_healthz_reports_ok_when_the_database_is_up(client):
 
 @pytest.fixture(scope="module")
 def separate_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres(tmp_path_factory.mktemp("outage"))
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()
+    with scratch_directory(tmp_path_factory, "outage") as data_dir:
+        server = RestartablePostgres(data_dir)
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.running:
+                server.stop()
 
 
 @pytest.fixture
