@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from streaming_api.cli.fetch import EXIT_FAILED, EXIT_PIPE_CLOSED
 from streaming_api.client.download import download
 from streaming_api.settings import PROJECT_ROOT
+from tests.support.processes import communicate_within
 from tests.support.smallfs import small_filesystem
 
 # Bounded waits: far above what a fetch of the test table takes, so only a hang trips them.
@@ -100,14 +101,8 @@ async def _fetch(server: TestServer, jwt_secret: str, tmp_path: Path, *args: str
 
 
 async def _finished(process: asyncio.subprocess.Process) -> str:
-    """Its stderr once it exits (killed if it has not within the deadline)."""
-    try:
-        async with asyncio.timeout(DEADLINE_SECONDS):
-            _, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    """Its stderr once it exits."""
+    _, stderr = await communicate_within(process, DEADLINE_SECONDS)
     return stderr.decode()
 
 

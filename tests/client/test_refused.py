@@ -12,7 +12,7 @@ import pytest
 from streaming_api.cli.fetch import EXIT_GAVE_UP
 from streaming_api.client import GaveUp, NothingListening, stream_rows
 from streaming_api.settings import PROJECT_ROOT
-from tests.support.processes import free_port
+from tests.support.processes import communicate_within, free_port
 
 DEADLINE_SECONDS = 60
 
@@ -60,8 +60,7 @@ async def test_fetch_with_nothing_listening_is_one_line_at_once(tmp_path):
         stdin=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(DEADLINE_SECONDS):
-        _, stderr = await process.communicate()
+    _, stderr = await communicate_within(process, DEADLINE_SECONDS)
     assert process.returncode == EXIT_GAVE_UP
     [line] = stderr.decode().splitlines()  # no "retry 1 of 5" lines before it
     assert line.startswith(f"fetch: cannot connect to 127.0.0.1:{port}: connection refused, nothing listens")

@@ -131,6 +131,18 @@ class ServerProcess:
                 self.process.wait()
 
 
+async def communicate_within(process: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:
+    """Its stdout and stderr once it exits; killed (and the test failed by the timeout) if it has not within
+    `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            return await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 def listening_addresses(port: int) -> list[str]:
     """IPv4/IPv6 addresses with a socket listening on `port` (from /proc/net/tcp*)."""
     found = []
