@@ -122,6 +122,8 @@ async def _until_lost(conn: asyncpg.Connection, work: Awaitable[T]) -> T:
         conn.remove_termination_listener(on_lost)
         if not task.done():
             task.cancel()
-    if not task.done():
+            # asyncpg ends its COPY (telling the server, if it is there) before the connection is used again.
+            await asyncio.wait((task,))
+    if task.cancelled():  # here, because the connection ended first
         raise asyncpg.ConnectionDoesNotExistError("the connection to the database was lost during COPY")
     return task.result()
