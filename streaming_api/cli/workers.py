@@ -52,7 +52,8 @@ STOP_GRACE_SECONDS = 15.0
 # A worker's signals: its supervisor decides. SIGTERM drains (sent again it stays a drain: a service manager
 # may send it to every process, as the supervisor does), SIGUSR1 cuts. The terminal's Ctrl+C and SIGHUP are
 # for the supervisor, which passes its decision on.
-WORKER_SIGNALS = StopSignals(stop=(signal.SIGTERM,), cut=(signal.SIGUSR1,), again_cuts=False)
+WORKER_CUT = signal.SIGUSR1
+WORKER_SIGNALS = StopSignals(stop=(signal.SIGTERM,), cut=(WORKER_CUT,), again_cuts=False)
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 
 
@@ -84,6 +85,7 @@ def _worker(settings: Settings, index: int, ready: Connection, supervisor_alive:
 
 
 def _orphaned(loop: asyncio.AbstractEventLoop, supervisor_alive: Connection, supervisor: int) -> None:
+    """The supervisor's end of the pipe closed: it is gone, so stop as it would have told us to."""
     loop.remove_reader(supervisor_alive.fileno())
     log.warning("the supervisor (pid %d) is gone: stopping", supervisor)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -206,7 +208,7 @@ async def supervise(settings: Settings) -> int:
             # Again (a second Ctrl+C): the workers cut their requests in flight rather than drain them.
             log.warning("stopping now (%s): the workers cut their requests in flight", signal.Signals(signum).name)
             if supervisor is not None:
-                supervisor.signal_all(*WORKER_SIGNALS.cut)
+                supervisor.signal_all(WORKER_CUT)
             return
         stopping.set()
         if not serving:

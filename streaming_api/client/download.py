@@ -145,7 +145,8 @@ async def _open_in_place(out: Path) -> int:
         try:
             fd = os.open(out, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: a FIFO with no reader yet
+            # ENXIO: a FIFO with no reader yet (a socket, say, would never open: it fails at once).
+            if exc.errno != errno.ENXIO or not stat.S_ISFIFO(os.stat(out).st_mode):
                 raise
             await asyncio.sleep(FIFO_READER_POLL_SECONDS)
         else:

@@ -54,8 +54,8 @@ def no_space(rows: int, embedded: EmbeddedPostgres | None, exc: BaseException) -
     kept = "the points table is as it was (the load is one transaction: none of it was kept)"
     if embedded is None:
         return NoSpace(
-            f"no space left on the database server's disk while seeding {rows:,} rows ({exc}); {kept}: free space "
-            "there, then run the command again"
+            f"no space left on the database server's disk while seeding {rows:,} rows ({_first_line(exc)}); {kept}: "
+            "free space there, then run the command again"
         )
     pgdata = embedded.pgdata
     free = shutil.disk_usage(pgdata).free
@@ -72,3 +72,7 @@ def _mount_point(path: Path) -> Path:
     while not os.path.ismount(path) and path.parent != path:
         path = path.parent
     return path
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
