@@ -7,7 +7,6 @@ import asyncio
 import os
 import select
 import stat
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from streaming_api.cli.fetch import EXIT_FAILED, EXIT_PIPE_CLOSED
 from streaming_api.client.download import download
-from streaming_api.settings import PROJECT_ROOT
+from tests.support.cli import start_cli
 from tests.support.processes import communicate_within
 from tests.support.smallfs import small_filesystem
 
@@ -88,16 +87,8 @@ async def test_a_device_is_written_into_and_stays_a_device(server, token, tmp_pa
 
 
 async def _fetch(server: TestServer, jwt_secret: str, tmp_path: Path, *args: str, stdout: int | None = None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
-    env.update(STREAMING_API_JWT_SECRET=jwt_secret, STREAMING_API_DATA_DIR=str(tmp_path / "data"))
-    return await asyncio.create_subprocess_exec(
-        *[sys.executable, "run.py", "fetch", "--url", str(server.make_url("/chunked")), *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL if stdout is None else stdout,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    url = str(server.make_url("/chunked"))
+    return await start_cli(["fetch", "--url", url, *args], tmp_path / "data", stdout=stdout, jwt_secret=jwt_secret)
 
 
 async def _finished(process: asyncio.subprocess.Process) -> str:

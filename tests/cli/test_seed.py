@@ -4,15 +4,13 @@ printed but the log: no error line, no traceback."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import asyncpg
 
 from streaming_api.db.postmaster import postmaster_lines
-from streaming_api.settings import PROJECT_ROOT
+from tests.support.cli import start_cli
 from tests.support.owner import postgres_processes
 from tests.support.processes import communicate_within
 from tests.support.waiting import wait_until
@@ -38,16 +36,7 @@ async def _copy_running(pgdata: Path) -> None:
 
 
 async def test_ctrl_c_while_seeding_rolls_back_stops_the_database_and_exits_130(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
-    env.update(STREAMING_API_DATA_DIR=str(tmp_path), STREAMING_API_LOG_LEVEL="INFO")
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "run.py", "seed", "--rows", ROWS],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_cli(["seed", "--rows", ROWS], tmp_path, stdout=asyncio.subprocess.PIPE, log_level="INFO")
     assert process.stderr is not None
     logged = b""
     async with asyncio.timeout(DEADLINE_SECONDS):

@@ -4,14 +4,12 @@ which waiting does not cure, so it is said at once; once a server has answered, 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 import pytest
 
 from streaming_api.cli.fetch import EXIT_GAVE_UP
 from streaming_api.client import GaveUp, NothingListening, stream_rows
-from streaming_api.settings import PROJECT_ROOT
+from tests.support.cli import start_cli
 from tests.support.processes import communicate_within, free_port
 
 DEADLINE_SECONDS = 60
@@ -51,15 +49,8 @@ async def test_a_refusal_once_a_server_has_answered_is_retried():
 
 async def test_fetch_with_nothing_listening_is_one_line_at_once(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
-    env.update(STREAMING_API_DATA_DIR=str(tmp_path), STREAMING_API_LOG_LEVEL="WARNING")
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, str(PROJECT_ROOT / "run.py"), "fetch", "--url", f"http://127.0.0.1:{port}/chunked"],
-        cwd=tmp_path,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    url = f"http://127.0.0.1:{port}/chunked"
+    process = await start_cli(["fetch", "--url", url], tmp_path, cwd=tmp_path, log_level="WARNING")
     _, stderr = await communicate_within(process, DEADLINE_SECONDS)
     assert process.returncode == EXIT_GAVE_UP
     [line] = stderr.decode().splitlines()  # no "retry 1 of 5" lines before it
