@@ -58,8 +58,9 @@ PAGE_BYTES = 8 * 1024 * 1024
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
 
-# HS* signing secret (at least 32 bytes). None generates a random one into DATA_DIR/jwt_secret
-# (mode 0600) on first use, so tokens survive restarts. Prefer the environment for real secrets.
+# HS* signing secret (at least 32 bytes): its text is the key. None generates a random one into
+# DATA_DIR/jwt_secret (mode 0600) on first use, so tokens survive restarts; that file's text (less its
+# newline) is the key in the same way, so it can be copied here. Prefer the environment for real secrets.
 JWT_SECRET = None
 
 # Algorithms a token may use: an explicit list, never "none"; HS* and RS*/ES* cannot be mixed.

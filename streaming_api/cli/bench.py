@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -321,12 +322,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     print(render(doc), flush=True)
     write_json(doc, json_path)
     print(f"\nEvery figure: {json_path}")
-    try:
+    # The plot modules import matplotlib only once they draw: ask before, not after a traceback.
+    if importlib.util.find_spec("matplotlib") is None:
+        print("Plot: skipped (matplotlib is not installed: pip install 'streaming_api[bench]')")
+    else:
         from ..bench.plot import plot
         from ..bench.plot_transfer import plot_transfer, transfer_path, wanted
-    except ImportError:
-        print("Plot: skipped (matplotlib is not installed: pip install -e '.[bench]')")
-    else:
+
         plot(doc, plot_path)
         print(f"Plot: {plot_path}")
         if wanted(doc):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from ..db.disk import NoSpace
 from ..db.pool import CONNECT_TIMEOUT_SECONDS
 from ..db.postmaster import EmbeddedPostgresError
 from ..db.schema import NotTheDemoTable
@@ -102,6 +103,8 @@ def _describe_one(exc: BaseException, settings: Settings | None) -> StartupFailu
             "database",
             EXIT_CONFIGURATION,
         )
+    if isinstance(exc, NoSpace):
+        return StartupFailure(str(exc))
     if isinstance(exc, EmbeddedPostgresError):
         return StartupFailure(f"{exc} (or set DATABASE_URL to use a PostgreSQL of your own)")
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import json
+import os
+import signal
 import sys
 import time
 import urllib.parse
@@ -14,7 +17,7 @@ from typing import TextIO
 
 from yarl import URL
 
-from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, download
+from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, OutputError, download, written_in_place
 from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
 from ..settings import Settings
@@ -31,6 +34,8 @@ EXIT_UNAUTHORIZED = 3
 EXIT_REJECTED = 4
 EXIT_GAVE_UP = 5
 EXIT_INTERRUPTED = 130
+# stdout's reader closed the pipe (`fetch | head`): ended quietly, with the status of a tool SIGPIPE ends.
+EXIT_PIPE_CLOSED = 128 + signal.SIGPIPE
 # The time left is shown once the rate has been measured over this long.
 RATE_AFTER_SECONDS = 0.5
 
@@ -41,8 +46,10 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
   {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
   {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row), or it
-       dropped and there was no key to resume after (a view, or --columns without the key)
+       dropped and there was no key to resume after (a view, or --columns without the key), or the
+       first one was refused (nothing listens at the URL: said at once, not retried)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
+  {EXIT_PIPE_CLOSED}  stdout's reader closed the pipe (fetch ... | head): nothing printed
 """
 
 
@@ -51,9 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "fetch",
         help="download an export to a file, resuming after drops",
         description="Download rows from /chunked (or --url) to a file or stdout.\n\n"
-        "A dropped connection resumes after the last whole row received. The file is written under a\n"
-        "temporary name beside --out and moved into place only when complete (to stdout, a failed\n"
-        "download leaves what it wrote; the exit code says so).",
+        "A dropped connection resumes after the last whole row received. A file is written under a\n"
+        "temporary name beside --out and moved into place only when complete. Stdout, a device or a FIFO\n"
+        "is written into as the rows come (a failed download leaves what it wrote; the exit code says so).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -243,6 +250,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.resolve().parent.is_dir():
         print(f"fetch: no such directory for --out: {args.out.resolve().parent}", file=sys.stderr)
         return EXIT_USAGE
+    if args.out is not None and args.out.is_dir():
+        print(f"fetch: --out is a directory: name a file in it ({args.out})", file=sys.stderr)
+        return EXIT_USAGE
     if problem := _format_problem(args):
         print(f"fetch: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,10 +260,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))
     except (KeyboardInterrupt, Stopped) as exc:
-        if args.out is not None:
+        if not written_in_place(args.out):
             kept = f"{args.out} not written (a download is moved into place only when complete)"
         else:
-            kept = "what went to stdout is incomplete"
+            kept = f"what went to {args.out or 'stdout'} is incomplete"
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         print(f"fetch: {how} after {so_far.rows:,} rows ({so_far.bytes / 1e6:.1f} MB): {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exc.exit_code
@@ -266,6 +276,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (GaveUp, CannotResume) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
+    except OutputError as exc:
+        if args.out is None:
+            # What stdout's buffer still holds would fail again at exit, with a traceback of its own.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if exc.errno == errno.EPIPE:
+                return EXIT_PIPE_CLOSED
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (BodyError, OSError, ValueError) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -7,11 +7,10 @@ import argparse
 from aiohttp import web
 
 from ..settings import Settings
-from ..tokens import mint_token
 from ..web.connections import listening_socket
 from ..web.keys import CATALOG, DATABASE, DATABASE_STATE, KEYS
 from .console import StatusLine, rows_bar
-from .running import banner, run_loop, serve_on, setup_logging
+from .running import banner, banner_token, run_loop, serve_on, setup_logging
 
 __all__ = ["add_parser", "run", "serve", "setup_logging"]
 
@@ -42,8 +41,7 @@ async def serve(settings: Settings) -> None:
     """One process: start (socket, database, pool), serve until a stop signal, then stop in order and say so."""
 
     def announce(app: web.Application) -> None:
-        token = mint_token(app[KEYS], subject="banner", ttl=settings.token_ttl)
-        print(banner(settings, app[CATALOG], app[DATABASE], token), flush=True)
+        print(banner(settings, app[CATALOG], app[DATABASE], banner_token(app[KEYS], settings)), flush=True)
 
     # The port first: a port in use is a one-line error at once, not after the database has started.
     sock = listening_socket(settings.host, settings.port)

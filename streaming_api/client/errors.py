@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,18 @@ class GaveUp(StreamError):
         self.rows = rows
         self.last_key = last_key
         self.reason = reason
+
+
+class NothingListening(GaveUp):
+    """The first request's connection was refused: nothing listens at the URL (a server not started, a wrong
+    port). Raised at once, not retried: waiting starts no server. (Refused once a server has answered, it is
+    retried: that server may be restarting.)"""
+
+    def __init__(self, reason: str, last_key: tuple[str, ...] | None) -> None:
+        super().__init__(1, 0, last_key, reason)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: connection refused, nothing listens there (is the server running, the URL right?)"
 
 
 class CannotResume(StreamError):
@@ -156,6 +169,11 @@ def retry_after(response: aiohttp.ClientResponse) -> float | None:
         return min(float(response.headers["Retry-After"]), MAX_RETRY_AFTER_SECONDS)
     except (KeyError, ValueError):
         return None
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: the host is there, but nothing listens on the port."""
+    return isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED
 
 
 def describe(exc: BaseException) -> str:

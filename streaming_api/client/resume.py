@@ -19,7 +19,19 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from yarl import URL
 
-from .errors import CannotResume, GaveUp, Retry, Retryable, RowCount, announced_count, describe, rejection, retry_after
+from .errors import (
+    CannotResume,
+    GaveUp,
+    NothingListening,
+    Retry,
+    Retryable,
+    RowCount,
+    announced_count,
+    describe,
+    refused,
+    rejection,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +153,8 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
     # The key the first response named: every resumed response must name the same.
     key: Key | None = None
     failures = 0
+    # Whether a server has answered yet: until one has, a refused connection is a wrong URL, not a restart.
+    answered = False
     known: RowCount | None = None
     try:
         while limit is None or received < limit:
@@ -152,6 +166,7 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
             progressed = False
             try:
                 async with session.get(request_url, headers=headers) as response:
+                    answered = True
                     if response.status >= 500 or response.status == 429:
                         raise Retryable(f"HTTP {response.status} {response.reason}", retry_after(response))
                     if response.status != 200:
@@ -177,6 +192,8 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
                 return
             except (Retryable, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 reason = describe(exc)
+                if not answered and refused(exc):
+                    raise NothingListening(reason, after) from exc
                 if received and not options.resumable(key):
                     raise CannotResume(received, reason, key is None) from exc
                 if progressed and decoder is not None:

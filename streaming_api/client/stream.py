@@ -198,9 +198,10 @@ async def stream_rows(
     (a list, or "x,y,id"; every column by default). A dropped connection, a truncated body or a 5xx is
     retried after the last row yielded (by the key the response names in X-Key), waiting backoff,
     2*backoff, ... (at most 8 s, or the server's Retry-After), at most `retries` times in a row (an
-    attempt that brings rows starts the count again), then GaveUp is raised. Resuming needs the key:
-    for a table without one (a view), or with `columns` that leave it out, a failure after rows arrived
-    raises CannotResume (one before the first row is retried as usual). 401 raises Unauthorized, 400
+    attempt that brings rows starts the count again), then GaveUp is raised; a connection refused before
+    any server answered raises NothingListening (a GaveUp) at once. Resuming needs the key: for a table
+    without one (a view), or with `columns` that leave it out, a failure after rows arrived raises
+    CannotResume (one before the first row is retried as usual). 401 raises Unauthorized, 400
     BadRequest, other 4xx RequestRejected, each carrying the server's message. Memory stays flat: rows
     are parsed from each network read and never collected. The body travels zstd-compressed (decoded as
     it arrives) unless `compressed` is False.

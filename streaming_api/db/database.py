@@ -13,7 +13,10 @@ import asyncio
 from pathlib import Path
 from types import TracebackType
 
+import asyncpg
+
 from ..settings import Settings
+from . import disk
 from .demo import DEMO_TABLES, Progress, Reseed, Seeding, ensure_rows
 from .embedded import EmbeddedPostgres
 
@@ -25,6 +28,8 @@ class Database:
         self._configured_url = settings.database_url
         self._embedded = None if settings.database_url else EmbeddedPostgres(data_path or settings.data_path)
         self.url: str | None = None
+        # A full disk met while seeding: the embedded server cannot write a shutdown checkpoint.
+        self._out_of_space = False
 
     @property
     def embedded(self) -> EmbeddedPostgres | None:
@@ -50,7 +55,7 @@ class Database:
         """Let go of the database; True when that stopped the embedded server (the last process using it)."""
         if self._embedded is None:
             return False
-        return await asyncio.to_thread(self._embedded.stop)
+        return await asyncio.to_thread(self._embedded.stop, self._out_of_space)
 
     async def __aenter__(self) -> Database:
         await self.start()
@@ -74,4 +79,11 @@ class Database:
         """Seed a demo table (db.demo: points, orders, blobs) with rows 1..rows when `when` says so
         (NotTheDemoTable if a table of its name has another shape)."""
         assert self.url is not None, "start() first"
-        return await ensure_rows(self.url, DEMO_TABLES[table], rows, when, progress)
+        since = disk.log_position(self._embedded)
+        try:
+            return await ensure_rows(self.url, DEMO_TABLES[table], rows, when, progress)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if disk.ran_out(exc, self._embedded, since):
+                self._out_of_space = True
+                raise disk.no_space(rows, self._embedded, exc, table) from exc
+            raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Float, MetaData, Table, Text
@@ -42,6 +44,8 @@ TRICKY_LABEL = 'Zürich, "north"\tline\ntwo \\ ✓'
 TRICKY_EVERY = 101
 VALUE_SEED = 20260101
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+T = TypeVar("T")
 
 CREATE_TABLE = str(CreateTable(points, if_not_exists=True).compile(dialect=postgresql.dialect()))
 
@@ -137,7 +141,33 @@ async def seed(
         done = 0
         while done < rows:
             chunk = [next(source) for _ in range(min(batch, rows - done))]
-            await conn.copy_records_to_table(points.name, records=chunk, columns=list(COLUMNS))
+            await _until_lost(conn, conn.copy_records_to_table(points.name, records=chunk, columns=list(COLUMNS)))
             done += len(chunk)
             if progress:
                 progress(done)
+
+
+async def _until_lost(conn: asyncpg.Connection, work: Awaitable[T]) -> T:
+    """`work` on `conn`, ended when the connection is: asyncpg's COPY waits forever to write to a server that
+    died while the socket was full (its flow control never resumes), as when PostgreSQL PANICs on a full disk."""
+    lost = asyncio.get_running_loop().create_future()
+
+    def on_lost(_conn: object) -> None:
+        if not lost.done():
+            lost.set_result(None)
+
+    task = asyncio.ensure_future(work)
+    # Its outcome may be dropped (the connection went first): never a "never retrieved" warning.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    conn.add_termination_listener(on_lost)
+    try:
+        await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        conn.remove_termination_listener(on_lost)
+        if not task.done():
+            task.cancel()
+            # asyncpg ends its COPY (telling the server, if it is there) before the connection is used again.
+            await asyncio.wait((task,))
+    if task.cancelled():  # here, because the connection ended first
+        raise asyncpg.ConnectionDoesNotExistError("the connection to the database was lost during COPY")
+    return task.result()

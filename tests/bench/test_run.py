@@ -23,6 +23,7 @@ from tests.bench.threaded import served_in_a_thread
 from tests.support.bodies import ENDPOINTS
 from tests.support.pg import ROWS
 from tests.support.processes import processes_mentioning
+from tests.support.scratch import scratch_directory
 from tests.support.waiting import wait_until
 
 BENCH_ROWS = 5000
@@ -42,39 +43,39 @@ class BenchRun:
 
 
 @pytest.fixture(scope="module")
-def bench_run(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
     """One small bench run that starts its own server and database (shared by the tests below)."""
-    tmp = tmp_path_factory.mktemp("bench")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "run.py"),
-            "bench",
-            "--rows",
-            str(BENCH_ROWS),
-            "--repeat",
-            "1",
-            "--concurrency",
-            "1,4",
-            "--formats",
-            ",".join(FORMATS),
-            "--healthz-probe",
-            "--data-dir",
-            str(tmp / "data"),
-            "--json",
-            str(tmp / "bench.json"),
-            "--plot",
-            str(tmp / "bench.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_SECONDS,
-        env=env,
-        cwd=PROJECT_ROOT,
-    )
-    doc = json.loads((tmp / "bench.json").read_text()) if (tmp / "bench.json").exists() else {}
-    return BenchRun(completed.returncode, completed.stdout, completed.stderr, doc, tmp / "data", tmp / "bench.png")
+    with scratch_directory(tmp_path_factory, "bench") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        completed = subprocess.run(
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "run.py"),
+                "bench",
+                "--rows",
+                str(BENCH_ROWS),
+                "--repeat",
+                "1",
+                "--concurrency",
+                "1,4",
+                "--formats",
+                ",".join(FORMATS),
+                "--healthz-probe",
+                "--data-dir",
+                str(tmp / "data"),
+                "--json",
+                str(tmp / "bench.json"),
+                "--plot",
+                str(tmp / "bench.png"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BENCH_TIMEOUT_SECONDS,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+        doc = json.loads((tmp / "bench.json").read_text()) if (tmp / "bench.json").exists() else {}
+        yield BenchRun(completed.returncode, completed.stdout, completed.stderr, doc, tmp / "data", tmp / "bench.png")
 
 
 def _measured(doc: dict) -> list[dict]:
@@ -302,3 +303,16 @@ def test_bench_fails_loudly_when_bodies_hold_fewer_rows_than_asked(running_serve
     assert "VERIFICATION FAILED" in printed.out
     assert f"{ROWS} rows, expected {ROWS + 1}" in printed.out
     assert "FAILED verification" in printed.err
+
+
+def test_bench_without_matplotlib_skips_the_plot_with_a_one_line_note(
+    running_server, token, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as the light install (requirements.txt) has it
+    plot = tmp_path / "bench.png"
+    args = _bench_args(running_server, token, 100, "--concurrency", "1", "--formats", "ndjson", "--plot", str(plot))
+    code = main([*args, "--json", str(tmp_path / "bench.json")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-2000:]
+    assert "Plot: skipped (matplotlib is not installed: pip install 'streaming_api[bench]')" in printed.out.splitlines()
+    assert not plot.exists()

@@ -13,6 +13,7 @@ import pytest
 from streaming_api.settings import Settings
 from streaming_api.web.app import create_app
 from tests.support.pg import RestartablePostgres, seed_database
+from tests.support.scratch import scratch_directory
 
 OUTAGE_ROWS = 10
 
@@ -25,15 +26,16 @@ async def test_healthz_reports_ok_when_the_database_is_up(client):
 
 @pytest.fixture(scope="module")
 def separate_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres(tmp_path_factory.mktemp("outage"))
-    server.start()
-    # The service writes nothing to a database given by URL: the test seeds it.
-    asyncio.run(seed_database(server.url, OUTAGE_ROWS))
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()
+    with scratch_directory(tmp_path_factory, "outage") as data_dir:
+        server = RestartablePostgres(data_dir)
+        server.start()
+        # The service writes nothing to a database given by URL: the test seeds it.
+        asyncio.run(seed_database(server.url, OUTAGE_ROWS))
+        try:
+            yield server
+        finally:
+            if server.running:
+                server.stop()
 
 
 @pytest.fixture
