@@ -25,6 +25,7 @@ from ..bench.wire import Received, Target
 from ..db.demo import DEMO_TABLES
 from ..export.formats import FORMATS
 from ..settings import Settings
+from . import SUMMARIES
 from .args import names, positive, positive_list
 from .console import StatusLine, rows_bar
 from .signals import Stopped
@@ -101,7 +102,7 @@ FULL = {"formats": ("ndjson", "csv", "json", "arrow"), "concurrency": (1, 8, 32)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="compare /standard and /chunked against PostgreSQL's own export speed",
+        help=SUMMARIES["bench"],
         description="Time /standard and /chunked side by side (client and server figures, memory, "
         "concurrency) against COPY of the same rows, verify every body, print a table. By default a run of "
         "about a minute on two cores (NDJSON, 1 and 8 clients, 3 runs each); --full runs the whole matrix.",

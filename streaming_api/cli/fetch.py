@@ -22,6 +22,7 @@ from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCou
 from ..client.records import FORMATS, BodyError
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
+from . import SUMMARIES
 from .args import non_negative, positive
 from .console import StatusLine, transfer_text
 from .signals import Stopped
@@ -56,7 +57,7 @@ EXIT_CODES_HELP = f"""exit codes:
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     fetch = sub.add_parser(
         "fetch",
-        help="download an export to a file, resuming after drops",
+        help=SUMMARIES["fetch"],
         description="Download rows from /chunked (or --url) to a file or stdout.\n\n"
         "A dropped connection resumes after the last whole row received. A file is written under a\n"
         "temporary name beside --out and moved into place only when complete. Stdout, a device or a FIFO\n"

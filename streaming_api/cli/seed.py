@@ -7,6 +7,7 @@ import argparse
 from ..db.database import Database
 from ..db.demo import DEMO_TABLES
 from ..settings import Settings
+from . import SUMMARIES
 from .args import positive
 from .console import StatusLine, rows_bar
 from .failures import EXIT_CONFIGURATION, StartupFailure
@@ -16,7 +17,7 @@ from .signals import run as run_stoppable
 def add_parser(sub: argparse._SubParsersAction) -> None:
     seed = sub.add_parser(
         "seed",
-        help="(re)load a demo table (points, orders or blobs) with rows 1..N",
+        help=SUMMARIES["seed"],
         description="Create a demo table if missing and load it so that it holds exactly rows 1..N, in the "
         "embedded database, or in DATABASE_URL's when it is set. Idempotent. points: the default table; "
         "orders: 13 columns of mixed types; blobs: 2 MB a row. A table of that name with other columns is "

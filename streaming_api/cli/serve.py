@@ -9,6 +9,7 @@ from aiohttp import web
 from ..settings import Settings
 from ..web.connections import listening_socket
 from ..web.keys import CATALOG, DATABASE, DATABASE_STATE, KEYS
+from . import SUMMARIES
 from .console import StatusLine, rows_bar
 from .running import banner, banner_token, run_loop, serve_on, setup_logging
 
@@ -18,7 +19,7 @@ __all__ = ["add_parser", "run", "serve", "setup_logging"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
-        help="run the HTTP server (the default)",
+        help=SUMMARIES["serve"],
         description="Run the HTTP server. Starts the embedded PostgreSQL when no DATABASE_URL is set (and "
         "seeds its demo table on first start); a database at DATABASE_URL is only read.",
     )

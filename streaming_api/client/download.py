@@ -1,8 +1,8 @@
 """Download an export to a file (or stdout), resuming after drops: whole or nothing (`run.py fetch`'s engine).
 
-The file holds the server's own bytes: the header (CSV) or "[" (JSON) of the first response, then
-every record exactly as received, joined with the format's separators. A download that resumed
-is byte for byte the one that did not.
+The file holds the server's own bytes, never parsed (client.raw): the first response's head (CSV's
+header, JSON's "["), then every record exactly as received. A download that resumed is byte for byte
+the one that did not.
 
 arrow: one IPC stream, the first response's schema message, every record batch's message as received,
 the end-of-stream marker: read back, the uninterrupted download's table (its batches may be cut
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from .errors import Retry, RowCount
-from .records import FORMATS, BodyError
-from .stream import ARROW, Batch, load_arrow, stream_batches
+from .raw import Block, RawWriter, raw_blocks
+from .records import FORMATS
+from .stream import ARROW, load_arrow
 
 if TYPE_CHECKING:
     from .arrow import Message
@@ -38,46 +39,6 @@ FETCH_FORMATS = (*FORMATS, ARROW, PARQUET)
 
 # How often to look again for a reader of a FIFO given as the output (no event says one came).
 FIFO_READER_POLL_SECONDS = 0.1
-
-# Between records, and after the last one, as the service writes each format.
-SEPARATORS = {"ndjson": b"\n", "csv": b"\n", "text": b"\n", "json": b",\n"}
-CLOSINGS = {"ndjson": b"", "csv": b"", "text": b"", "json": b"]\n"}
-
-
-class BodyWriter:
-    """Writes the first head seen, then each record with the format's separator, then the closing."""
-
-    def __init__(self, fmt: str, sink: BinaryIO) -> None:
-        self._sink = sink
-        self._separator = SEPARATORS[fmt]
-        self._closing = CLOSINGS[fmt]
-        # JSON puts its separator between records, the others after each one.
-        self._separator_first = fmt == "json"
-        self._head_written = False
-        self._records = 0
-        self.bytes_written = 0
-
-    def write(self, batch: Batch) -> None:
-        if not self._head_written and batch.head is not None:
-            self._write(batch.head)
-            self._head_written = True
-        if not batch.records:
-            return
-        body = self._separator.join(batch.records)
-        if self._separator_first:
-            self._write(self._separator + body if self._records else body)
-        else:
-            self._write(body + self._separator)
-        self._records += len(batch.records)
-
-    def finish(self) -> None:
-        if not self._head_written:
-            raise BodyError("no response reached its first record or header")
-        self._write(self._closing)
-
-    def _write(self, data: bytes) -> None:
-        self._sink.write(data)
-        self.bytes_written += len(data)
 
 
 class _Writer(Protocol):
@@ -265,7 +226,7 @@ def _source(
 ) -> tuple[_Writer, AsyncIterator[Any]]:
     """The writer for the format, and what it writes: text batches, or Arrow messages (pyarrow loaded here)."""
     if fmt in FORMATS:
-        return BodyWriter(fmt, sink), stream_batches(url, token, fmt, after_id, **options)
+        return RawWriter(fmt, sink), raw_blocks(url, token, fmt, after_id, **options)
     arrow = load_arrow()
     messages = arrow.arrow_messages(url, token, after_id, **options)
     if fmt == ARROW:
@@ -275,7 +236,7 @@ def _source(
     return ParquetFileWriter(sink), messages
 
 
-def _rows(item: Batch | Message) -> int:
-    if isinstance(item, Batch):
-        return len(item.rows)
+def _rows(item: Block | Message) -> int:
+    if isinstance(item, Block):
+        return item.rows
     return 0 if item.batch is None else item.batch.num_rows
