@@ -21,7 +21,6 @@ from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, OutputError, 
 from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
 from ..settings import Settings
-from ..tokens import load_keys, mint_token
 from . import SUMMARIES
 from .args import non_negative, positive
 from .console import StatusLine, transfer_text
@@ -237,11 +236,17 @@ def _format_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _minted(settings: Settings) -> str:
+    from ..tokens import load_keys, mint_token  # PyJWT: loaded only when no --token is given
+
+    return mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """The `fetch` subcommand: its exit code (see EXIT_CODES_HELP)."""
     try:
         url = endpoint_url(args.url, args.table) if args.url else default_url(settings, args.table)
-        token = args.token or mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+        token = args.token or _minted(settings)
         after_option(args.after)
         if args.after is not None and args.after_id is not None:
             raise ValueError("give --after or --after-id, not both")
