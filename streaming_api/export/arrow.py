@@ -245,10 +245,10 @@ class PageDecoder:
 
     # --- pages ----------------------------------------------------------------------------------------
 
-    def cursor_page(self, records: Sequence[Sequence[bytes | None]]) -> tuple[int, bytes]:
+    def cursor_page(self, records: Sequence[Sequence[bytes | None]]) -> tuple[int, memoryview]:
         """Rows fetched from the cursor (each its streams) as one IPC message, and how many they were."""
         streams = [b"".join(record[i] or b"" for record in records) for i in range(len(self.streams))]
-        return len(records), self.batch(len(records), streams).serialize().to_pybytes()
+        return len(records), memoryview(self.batch(len(records), streams).serialize())
 
     def rows(self, copied: bytes, copied_rows: int) -> int:
         """The page's rows: its count(*) (COPY itself reports the one row the page is folded into)."""
@@ -257,13 +257,14 @@ class PageDecoder:
         start, _ = _fields(copied, 1 + len(self.streams))[0]
         return int.from_bytes(copied[start : start + 4], "big")
 
-    def page_bytes(self, copied: bytes, first: bool) -> bytes:
+    def page_bytes(self, copied: bytes, first: bool) -> memoryview:
         """The page as one IPC message (an encapsulated record batch)."""
         fields = _fields(copied, 1 + len(self.streams))
         view = memoryview(copied)
         rows = int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
         streams = [view[at : at + size] for at, size in fields[1:]]
-        return self.batch(rows, streams).serialize().to_pybytes()
+        # The serialized buffer itself, not a copy of it: a page of wide rows is megabytes.
+        return memoryview(self.batch(rows, streams).serialize())
 
 
 def _same(sql: str) -> str:

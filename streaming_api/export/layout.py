@@ -35,14 +35,14 @@ class Layout:
     # format (Arrow) needs all of a page's output first, and `page_bytes` makes it ready.
     whole_pages: bool = False
     piece_bytes: Callable[[bytes, bool], bytes] = field(default=_same)
-    page_bytes: Callable[[bytes, bool], bytes] = field(default=_same)
+    page_bytes: Callable[[bytes, bool], bytes | memoryview] = field(default=_same)
     # The rows a page holds, from its COPY output and the rows COPY reported (one per row, but for a
     # format that has PostgreSQL fold a page into one row).
     rows: Callable[[bytes, int], int] = field(default=_rows_copied)
     # A whole-page format over a relation without a key reads it through a cursor (one transaction): the
     # cursor's query, and a page of its rows made ready for the wire (with how many rows it holds).
     cursor_query: Callable[[], Select] | None = None
-    cursor_page: Callable[[Sequence[Sequence[bytes | None]]], tuple[int, bytes]] | None = None
+    cursor_page: Callable[[Sequence[Sequence[bytes | None]]], tuple[int, bytes | memoryview]] | None = None
     # Its page statements, compiled once per shape of bounds (db.statements.PageTemplate).
     templates: dict[tuple[bool, bool, bool], PageTemplate] = field(default_factory=dict, compare=False)
 

@@ -39,7 +39,7 @@ class Piece:
     """Output on its way: bytes as PostgreSQL wrote them, and the rows of the page this piece ends (0 when
     it does not end one; a whole-page format's pieces are whole pages)."""
 
-    data: bytes
+    data: bytes | memoryview
     rows: int
     ends_page: bool
     # Already as it goes on the wire (a page a cursor fetched, made into a batch as it came).
@@ -49,7 +49,7 @@ class Piece:
 @dataclass(frozen=True)
 class Chunk:
     rows: int
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes | memoryview, ...]
 
 
 class PageFeed:
@@ -190,6 +190,7 @@ async def pages(
             in_flight.popleft()
             task.result()
             body = b"".join((*collected, data)) if layout.whole_pages else data
+            collected.clear()  # the pieces are in `body` now: not held twice while the page is made
             assert feed.copied_rows is not None
             rows = layout.rows(body, feed.copied_rows) if layout.whole_pages else feed.copied_rows
             planner.weighed(rows, feed.total_bytes)

@@ -157,7 +157,8 @@ class Streamed:
                 self.response.force_close()
             await self.response.prepare(self.request)
             timing.mark_headers(self.response.status)
-        data = b"".join(chunk.parts)
+        # One part (a page): as it is, not copied.
+        data = chunk.parts[0] if len(chunk.parts) == 1 else b"".join(chunk.parts)
         if self.encoder is not None and data:
             data = self.encoder.page(data)
         await self._send(data)
