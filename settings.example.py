@@ -13,7 +13,20 @@ PORT = 8080
 WORKERS = 1
 
 # postgresql://user:password@host:5432/dbname. None starts the embedded PostgreSQL (no setup at all).
+# A database given here is only ever read: no table is created in it, nothing is seeded.
 DATABASE_URL = None
+
+# The tables and views served, by name or pattern, as psql's \dt takes them: "public.orders", "sales.*",
+# '"Mixed Case".orders' (double quotes keep case and dots; * and ? are wildcards). A name without a
+# schema means the table the search path finds. In the environment: STREAMING_API_TABLES="public.orders,
+# sales.*". Anything else is a 404. A name given exactly that is not in the database stops start-up; a
+# pattern that matches nothing is a warning. The first entry, if it names one table, is what the bare
+# /chunked and /standard serve.
+TABLES = ("points",)
+
+# How often the served tables are read again from PostgreSQL's catalog (new columns, new tables a
+# pattern matches, tables dropped), in seconds; 0 reads it at start-up only.
+CATALOG_REFRESH = 10.0
 
 # Read replicas (hot standbys) exports read from, spread across them: a list of postgresql:// URLs, or in
 # the environment STREAMING_API_REPLICA_URLS, comma-separated. The primary serves when none answers; a
@@ -23,7 +36,7 @@ REPLICA_URLS = ()
 # The embedded database and the generated JWT secret live here (relative paths are from this folder).
 DATA_DIR = ".data"
 
-# Rows `serve` seeds when the points table is missing or empty; also `seed`'s default.
+# Rows the embedded database's demo table (points) gets on its first start; also `seed`'s default.
 ROWS = 500_000
 
 # /chunked rows per page (one page = one query = one HTTP chunk) when the request has no page_size,
@@ -36,12 +49,18 @@ MAX_PAGE_SIZE = 10_000
 # needs no plan before it. At most this many rows, fewer where the ids have gaps.
 FIRST_PAGE_SIZE = 100
 
+# About the most bytes a /chunked page holds: where rows are wide (a document, an image), a page holds
+# fewer than PAGE_SIZE rows, so the server's memory stays flat whatever a row weighs. A page waiting its
+# turn keeps at most this much of its output (then PostgreSQL waits too).
+PAGE_BYTES = 8 * 1024 * 1024
+
 # asyncpg pool: connections kept open, and the most that may be open at once.
 POOL_MIN_SIZE = 2
 POOL_MAX_SIZE = 10
 
-# HS* signing secret (at least 32 bytes). None generates a random one into DATA_DIR/jwt_secret
-# (mode 0600) on first use, so tokens survive restarts. Prefer the environment for real secrets.
+# HS* signing secret (at least 32 bytes): its text is the key. None generates a random one into
+# DATA_DIR/jwt_secret (mode 0600) on first use, so tokens survive restarts; that file's text (less its
+# newline) is the key in the same way, so it can be copied here. Prefer the environment for real secrets.
 JWT_SECRET = None
 
 # Algorithms a token may use: an explicit list, never "none"; HS* and RS*/ES* cannot be mixed.
@@ -69,8 +88,9 @@ LOG_LEVEL = "INFO"
 STANDARD_MAX_CONCURRENCY = 2
 
 # /standard answers 413 (pointing to /chunked, which streams any size) for a request that would return
-# more rows than this, so one request cannot buffer the whole of a huge table.
+# more rows than this, or a body of more bytes than this, so one request cannot buffer a huge table.
 STANDARD_MAX_ROWS = 1_000_000
+STANDARD_MAX_BYTES = 256 * 1024 * 1024
 
 # PostgreSQL statement_timeout for every query, in seconds: a stuck or runaway query ends the request.
 STATEMENT_TIMEOUT = 30.0

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from .names import BadName, Pattern, parse_patterns, split_list
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "STREAMING_API_"
 # The content codings the service can send (web.encoding implements each).
@@ -55,13 +57,21 @@ class Settings:
     replica_urls: tuple[str, ...] = ()
     # Embedded database files and the generated JWT secret live here (relative to the project).
     data_dir: str = ".data"
-    # Rows `serve` seeds when the table is missing or empty, and `seed`'s default.
+    # The tables and views served: names and patterns (psql's rules: schema.name, "Quoted" keeps case and
+    # dots, * and ? are wildcards). The first, when it names one table, is what the bare /chunked serves.
+    tables: tuple[str, ...] = ("points",)
+    # How often the served tables are read again from the catalog (new columns, new tables), in seconds;
+    # 0: only at start-up.
+    catalog_refresh: float = 10.0
+    # Rows the embedded database's demo table gets on its first start, and `seed`'s default.
     rows: int = 500_000
     # /chunked rows per page (and per chunk) when the request has no page_size.
     page_size: int = 1000
     max_page_size: int = 10_000
     # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
     first_page_size: int = 100
+    # About the most bytes a /chunked page holds: where rows are wide, a page holds fewer rows than page_size.
+    page_bytes: int = 8 << 20
     pool_min_size: int = 2
     pool_max_size: int = 10
     # HS* secret; None generates one into data_dir/jwt_secret (mode 0600) on first use.
@@ -80,8 +90,10 @@ class Settings:
     log_level: str = "INFO"
     # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
     standard_max_concurrency: int = 2
-    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this.
+    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this, or a
+    # body of more bytes than this.
     standard_max_rows: int = 1_000_000
+    standard_max_bytes: int = 256 << 20
     # PostgreSQL statement_timeout for every query the service runs, in seconds.
     statement_timeout: float = 30.0
     # The longest a /standard or /chunked request may take in all, in seconds (503 before headers, abort after).
@@ -109,6 +121,10 @@ class Settings:
     metrics_enabled: bool = True
     # Put /metrics behind the same JWT as the data endpoints.
     metrics_require_token: bool = False
+
+    @property
+    def table_patterns(self) -> tuple[Pattern, ...]:
+        return parse_patterns(self.tables)
 
     @property
     def data_path(self) -> Path:
@@ -172,7 +188,7 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
                 raise ValueError(raw)
             return raw
         if get_origin(hint) is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            items = split_list(raw) if isinstance(raw, str) else list(raw)
             return tuple(str(i).strip() for i in items if str(i).strip())
     except (TypeError, ValueError):
         pass
@@ -191,6 +207,18 @@ def _validate(s: Settings) -> None:
         raise bad("workers", "must be 1..256, or 0 or auto for one per core")
     if s.rows < 0:
         raise bad("rows", "must be >= 0")
+    if not s.tables:
+        raise bad("tables", "names no table (the default is points)")
+    try:
+        parse_patterns(s.tables)
+    except BadName as exc:
+        raise SettingsError(f"setting tables: {exc}") from None
+    if not 0 <= s.catalog_refresh <= 86_400:
+        raise bad("catalog_refresh", "must be 0..86,400 seconds (0: read the catalog at start-up only)")
+    if not 4096 <= s.page_bytes <= 1 << 30:
+        raise bad("page_bytes", "must be 4,096..1,073,741,824")
+    if not 1 <= s.standard_max_bytes <= 1 << 30:
+        raise bad("standard_max_bytes", "must be 1..1,073,741,824 (PostgreSQL makes no value over 1 GB)")
     if not 1 <= s.max_page_size <= 1_000_000:
         raise bad("max_page_size", "must be 1..1,000,000")
     if not 1 <= s.page_size <= s.max_page_size:

@@ -15,13 +15,18 @@ from typing import Any
 
 import jwt
 
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("jwt", "bearer")
 # Anything longer is refused before parsing; real tokens are a few hundred bytes.
 MAX_TOKEN_BYTES = 8192
+# HS* secrets: at least this long (RFC 7518: a key as long as the hash); a generated one is this much randomness.
+MIN_SECRET_BYTES = 32
+GENERATED_SECRET_BYTES = 32
+# The file as older versions wrote it: 32 random bytes as hex, the key being the bytes (see _former_key).
+FORMER_SECRET = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -32,14 +37,17 @@ class Keys:
     audience: str | None
     issuer: str | None
     leeway: int
+    # A key that also verifies (never signs): the one an older version used for the same secret file.
+    former_verify_key: bytes | None = None
 
 
 def secret_file(settings: Settings) -> Path:
     return settings.data_path / "jwt_secret"
 
 
-def _generated_secret(path: Path) -> bytes:
-    """A random 32-byte secret kept in the data directory (mode 0600), made once, so tokens survive restarts.
+def _generated_secret(path: Path) -> str:
+    """The secret kept in the data directory (mode 0600), made once so tokens survive restarts: its text,
+    stripped, is the key, as JWT_SECRET's text is (a consumer signs with what the file holds).
 
     Written whole under a name of its own, then linked into place: processes starting together (workers,
     a server and `run.py token`) see no file or the whole secret, never half of one, and all keep the
@@ -49,18 +57,34 @@ def _generated_secret(path: Path) -> bytes:
         fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
+                f.write(secrets.token_urlsafe(GENERATED_SECRET_BYTES) + "\n")
             with contextlib.suppress(FileExistsError):
                 os.link(written, path)
                 log.info("generated a JWT secret in %s", path)
         finally:
             os.unlink(written)
-    return bytes.fromhex(path.read_text().strip())
+    text = path.read_text().strip()
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(
+            f"{path} holds fewer than {MIN_SECRET_BYTES} bytes: put a longer secret in it, or delete it to have one "
+            "generated (value not shown)"
+        )
+    return text
+
+
+def _former_key(text: str) -> bytes | None:
+    """The key older versions used for a file they wrote (64 hex digits): the 32 bytes the digits spell."""
+    return bytes.fromhex(text) if FORMER_SECRET.fullmatch(text) else None
 
 
 def load_keys(settings: Settings) -> Keys:
+    former = None
     if settings.jwt_algorithms[0].startswith("HS"):
-        secret = settings.jwt_secret.encode() if settings.jwt_secret else _generated_secret(secret_file(settings))
+        if settings.jwt_secret:
+            secret = settings.jwt_secret.encode()
+        else:
+            text = _generated_secret(secret_file(settings))
+            secret, former = text.encode(), _former_key(text)
         verify_key = signing_key = secret
     else:
         assert settings.jwt_public_key_file  # checked by config
@@ -74,6 +98,7 @@ def load_keys(settings: Settings) -> Keys:
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
         leeway=settings.jwt_leeway,
+        former_verify_key=former,
     )
 
 
@@ -128,15 +153,13 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
         # Catches two tokens in one header, stray characters and non-ASCII before PyJWT sees them.
         raise AuthError("malformed token")
     try:
-        return jwt.decode(
-            token,
-            keys.verify_key,
-            algorithms=list(keys.algorithms),
-            audience=keys.audience,
-            issuer=keys.issuer,
-            leeway=keys.leeway,
-            options={"require": ["exp"]},
-        )
+        try:
+            return _decode(keys, token, keys.verify_key)
+        except jwt.InvalidSignatureError:
+            if keys.former_verify_key is None:
+                raise
+            # Signed before the upgrade with the former key of the same secret file: still good until it expires.
+            return _decode(keys, token, keys.former_verify_key)
     except jwt.MissingRequiredClaimError as exc:
         # exp is always required, aud and iss when configured: name the one that is missing.
         raise AuthError(f"token lacks the required claim {exc.claim}") from None
@@ -147,3 +170,15 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
         raise AuthError("invalid token") from None
     except (ValueError, TypeError):
         raise AuthError("malformed token") from None
+
+
+def _decode(keys: Keys, token: str, key: Any) -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        key,
+        algorithms=list(keys.algorithms),
+        audience=keys.audience,
+        issuer=keys.issuer,
+        leeway=keys.leeway,
+        options={"require": ["exp"]},
+    )

@@ -21,10 +21,12 @@ from streaming_api.db.database import Database
 from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
+from tests.support import corpus
 from tests.support import pgbouncer as pgbouncer_support
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
 from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
+from tests.support.scratch import scratch_directory
 from tests.support.standby import Standby
 
 
@@ -32,14 +34,15 @@ from tests.support.standby import Standby
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL for the whole session, its points table seeded with ROWS rows: the database the
     service itself would use (Database), embedded in a temporary directory unless TEST_DATABASE_URL is set."""
-    data_dir = tmp_path_factory.mktemp("db")
-    database = Database(settings_module.build({"database_url": os.environ.get("TEST_DATABASE_URL") or None}), data_dir)
-    url = asyncio.run(database.start())
-    try:
-        asyncio.run(database.ensure_rows(ROWS, "different"))
-        yield url
-    finally:
-        asyncio.run(database.stop())
+    with scratch_directory(tmp_path_factory, "db") as data_dir:
+        settings = settings_module.build({"database_url": os.environ.get("TEST_DATABASE_URL") or None})
+        database = Database(settings, data_dir)
+        url = asyncio.run(database.start())
+        try:
+            asyncio.run(database.ensure_rows(ROWS, "different"))
+            yield url
+        finally:
+            asyncio.run(database.stop())
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +80,18 @@ def standby(database_url: str, big_url: str) -> Iterator[Standby]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def corpus_url(database_url: str) -> str:
+    """A database of its own holding the type corpus (tests/support/corpus.py), with odd output settings."""
+    return asyncio.run(corpus.database(database_url, "streaming_api_corpus", odd=True))
+
+
+@pytest.fixture(scope="session")
+def corpus_rows(corpus_url: str) -> list[dict]:
+    """The corpus's rows as the database gives them, typed by asyncpg."""
+    return asyncio.run(corpus.database_values(corpus_url))
 
 
 @pytest.fixture(scope="session")

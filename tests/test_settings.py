@@ -6,13 +6,17 @@ Also the generated JWT secret, which lives in the data directory.
 from __future__ import annotations
 
 import multiprocessing
+import re
+import secrets
 import stat
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from streaming_api import settings as settings_module
-from streaming_api.settings import Settings, SettingsError, SettingsWarning
+from streaming_api.settings import PROJECT_ROOT, Settings, SettingsError, SettingsWarning
 from streaming_api.tokens import load_keys, mint_token, verify
 
 
@@ -144,7 +148,7 @@ def test_without_a_secret_one_is_generated_with_mode_0600(tmp_path):
     secret_path = tmp_path / "data" / "jwt_secret"
     assert secret_path.is_file()
     assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
-    assert len(bytes.fromhex(secret_path.read_text().strip())) == 32
+    assert len(secret_path.read_text().strip()) >= 32
 
 
 def test_generated_secret_is_reused_on_the_next_load(tmp_path):
@@ -159,7 +163,7 @@ def test_generated_secret_is_reused_on_the_next_load(tmp_path):
 def _load_at_once(barrier, data_dir: str, results) -> None:
     barrier.wait()
     try:
-        results.put(load_keys(settings_module.build({"data_dir": data_dir})).verify_key.hex())
+        results.put(load_keys(settings_module.build({"data_dir": data_dir})).verify_key.decode())
     except Exception as exc:  # reported to the test, which names it
         results.put(f"{type(exc).__name__}: {exc}")
 
@@ -177,8 +181,59 @@ def test_processes_starting_together_share_one_whole_secret(tmp_path):
         for process in processes:
             process.join(timeout=30)
         assert len(set(keys)) == 1, keys
-        assert len(bytes.fromhex(keys[0])) == 32
+        assert keys[0] == (tmp_path / f"data{attempt}" / "jwt_secret").read_text().strip()
         assert [p.name for p in (tmp_path / f"data{attempt}").iterdir()] == ["jwt_secret"]
+
+
+def _claims(subject: str) -> dict[str, object]:
+    return {"sub": subject, "exp": int(time.time()) + 600}
+
+
+def test_a_token_another_program_signs_with_the_files_text_verifies(tmp_path):
+    keys = load_keys(settings_module.build({"data_dir": str(tmp_path / "data")}))
+    text = (tmp_path / "data" / "jwt_secret").read_text().strip()
+    token = jwt.encode(_claims("consumer"), text, algorithm="HS256")
+    assert verify(keys, f"JWT {token}")["sub"] == "consumer"
+
+
+def test_the_files_text_copied_into_jwt_secret_is_the_same_key(tmp_path):
+    from_file = load_keys(settings_module.build({"data_dir": str(tmp_path / "data")}))
+    text = (tmp_path / "data" / "jwt_secret").read_text().strip()
+    from_setting = load_keys(settings_module.build({"data_dir": str(tmp_path / "other"), "jwt_secret": text}))
+    assert verify(from_setting, f"JWT {mint_token(from_file, subject='file')}")["sub"] == "file"
+    assert verify(from_file, f"JWT {mint_token(from_setting, subject='setting')}")["sub"] == "setting"
+
+
+def test_the_readmes_signing_snippet_makes_a_token_the_service_accepts(tmp_path, monkeypatch):
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    after = re.split(r"Another\s+program signs a token", readme, maxsplit=1)[1]
+    snippet = after.split("```python\n", 1)[1].split("```", 1)[0]
+    keys = load_keys(settings_module.build({"data_dir": str(tmp_path / ".data")}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMING_API_JWT_SECRET", raising=False)
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)
+    assert verify(keys, f"JWT {namespace['token']}")["sub"] == "me"
+
+
+def test_a_secret_file_an_older_version_wrote_still_verifies_the_tokens_it_signed(tmp_path):
+    former = secrets.token_hex(32)  # what older versions wrote: hex, the key being the bytes it spells
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jwt_secret").write_text(former + "\n")
+    keys = load_keys(settings_module.build({"data_dir": str(tmp_path / "data")}))
+    signed_before = jwt.encode(_claims("before"), bytes.fromhex(former), algorithm="HS256")
+    assert verify(keys, f"JWT {signed_before}")["sub"] == "before"
+    # New tokens are signed with the text, as a consumer reading the file signs them.
+    assert verify(keys, f"JWT {jwt.encode(_claims('text'), former, algorithm='HS256')}")["sub"] == "text"
+    assert jwt.decode(mint_token(keys), former, algorithms=["HS256"])["sub"] == "cli"
+
+
+def test_a_secret_file_with_too_short_a_secret_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jwt_secret").write_text("short\n")
+    with pytest.raises(SettingsError, match="jwt_secret holds fewer than 32 bytes") as raised:
+        load_keys(settings_module.build({"data_dir": str(tmp_path / "data")}))
+    assert "short" not in str(raised.value)  # the value itself is never shown
 
 
 def test_each_data_directory_gets_its_own_secret(tmp_path):

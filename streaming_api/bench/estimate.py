@@ -24,6 +24,8 @@ SERVER_START_SECONDS = 1.5
 PER_RUN_SECONDS = 0.5
 SEED_SECONDS = 2.0
 DATABASE_START_SECONDS = 2.0
+# A demo table's rows weigh this many points rows (NDJSON bytes); a table of the user's counts as points.
+ROW_WEIGHT = {"points": 1.0, "orders": 3.0, "blobs": 2_000_000 / 121}
 # Over a link: a body's bytes per row, and how much smaller each coding makes it (measured, NDJSON).
 BODY_BYTES_PER_ROW = {"ndjson": 121, "json": 121, "csv": 69, "text": 69, "arrow": 55}
 CODING_RATIO = {"identity": 1.0, "zstd": 6.7, "gzip": 4.5}
@@ -38,8 +40,9 @@ def estimate_seconds(options: Options) -> float:
     """The plan's expected duration in seconds on the reference machine."""
     owned = options.url is None
     total = DATABASE_START_SECONDS if owned else 0.0
-    for rows in options.rows or (DEFAULT_ROWS,):
-        scale = rows / DEFAULT_ROWS
+    weight = ROW_WEIGHT.get(options.table, 1.0)
+    for rows in options.sizes:
+        scale = rows * weight / DEFAULT_ROWS
         if owned:
             total += SEED_SECONDS * scale
         for link in options.links or (None,):
@@ -47,7 +50,7 @@ def estimate_seconds(options: Options) -> float:
                 times = REQUEST_SECONDS[group.format]
                 request = times[group.endpoint] * scale * CODING_SLOWER.get(group.coding, 1.0)
                 if link is not None:
-                    wire = rows * BODY_BYTES_PER_ROW[group.format] / CODING_RATIO.get(group.coding, 1.0)
+                    wire = rows * weight * BODY_BYTES_PER_ROW[group.format] / CODING_RATIO.get(group.coding, 1.0)
                     request = max(request, wire / (link.rate_bytes_per_s * LINK_EFFICIENCY)) + link.rtt_ms / 1000
                     total += RELAY_START_SECONDS
                 floor = times["floor"] * scale if group.with_floor else 0.0

@@ -2,8 +2,8 @@
 
 `COPY (the same query) TO STDOUT` as CSV (the floor of csv and text), as one row_to_json per line
 (the floor of ndjson and json; fixed, whatever rendering the service uses), and in PostgreSQL's binary
-format (the floor of arrow: typed values, nothing rendered as text). The query is the
-one /standard runs: the points table, id > after_id, in id order, with the request's limit if any.
+format (the floor of arrow: typed values, nothing rendered as text). The query is the one /standard
+runs: the table's rows in key order, with the request's limit if any.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import asyncpg
 from sqlalchemy import Text, cast, func, literal_column, select
 
-from ..db.schema import points
-from ..db.statements import compile_statement
+from ..db.catalog import Table
+from ..db.pool import BASE_SERVER_SETTINGS, OUTPUT_SETTINGS
+from ..db.statements import sql_text, table_clause
 
 # Which floor an export format is compared with.
 FLOOR_OF_FORMAT = {"ndjson": "row_to_json", "json": "row_to_json", "csv": "csv", "text": "csv", "arrow": "binary"}
@@ -38,9 +39,12 @@ class FloorRun:
     client_cpu_s: float
 
 
-def floor_query(kind: str, after_id: int = 0, limit: int | None = None) -> tuple[str, list]:
-    """The COPY source query for one floor, in asyncpg's $n form with its arguments."""
-    rows = select(*points.columns).where(points.c.id > after_id).order_by(points.c.id)
+def floor_query(kind: str, served: Table, limit: int | None = None) -> str:
+    """The COPY source query for one floor: every column of the table, in key order."""
+    clause = table_clause(served)
+    rows = select(*(clause.c[name] for name in served.names)).select_from(clause)
+    if served.key:
+        rows = rows.order_by(*(clause.c[name] for name in served.key))
     if limit is not None:
         rows = rows.limit(limit)
     if kind == "row_to_json":
@@ -48,17 +52,18 @@ def floor_query(kind: str, after_id: int = 0, limit: int | None = None) -> tuple
         rows = select(cast(func.row_to_json(literal_column(page.name)), Text)).select_from(page)
     elif kind not in COPY_OPTIONS:
         raise ValueError(f"unknown floor {kind!r}")
-    statement = compile_statement(rows)
-    return statement.sql, statement.args()
+    return sql_text(rows)
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    # The same session settings as the service's pool: timestamps render in UTC.
-    return await asyncpg.connect(url, server_settings={"application_name": "streaming_api_bench", "TimeZone": "UTC"})
+    # The same session settings as the service's pool: the same text for every value.
+    settings = {**BASE_SERVER_SETTINGS, **OUTPUT_SETTINGS, "application_name": "streaming_api_bench"}
+    return await asyncpg.connect(url, server_settings=settings)
 
 
-async def measure_floor(conn: asyncpg.Connection, kind: str, after_id: int = 0, limit: int | None = None) -> FloorRun:
-    sql, args = floor_query(kind, after_id, limit)
+async def measure_floor(conn: asyncpg.Connection, kind: str, served: Table, limit: int | None = None) -> FloorRun:
+    sql = floor_query(kind, served, limit)
+    args: list = []
     received = 0
     first_at: float | None = None
 
@@ -84,6 +89,12 @@ async def measure_floor(conn: asyncpg.Connection, kind: str, after_id: int = 0, 
         rows=rows,
         client_cpu_s=round(cpu, 4),
     )
+
+
+async def count_rows(conn: asyncpg.Connection, served: Table) -> int:
+    """The table's rows now: what an export of the whole of it must hold."""
+    clause = table_clause(served)
+    return await conn.fetchval(sql_text(select(func.count()).select_from(clause)))
 
 
 async def postgres_version(conn: asyncpg.Connection) -> str:

@@ -3,12 +3,13 @@ and the settings the bench's own server runs with to carry it out."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..settings import Settings
 from .coding import IDENTITY
-from .results import DEFAULT_ROWS, Options
+from .results import Options
 
 # The codings a server may be told to offer, in the order it prefers them.
 SERVER_CODINGS = ("zstd", "gzip")
@@ -22,9 +23,14 @@ class Group:
     coding: str
     # /chunked's ?page_size= (None: the server's setting, no parameter).
     page_size: int | None
+    # The table as a URL names it (None: the bare /chunked, the server's default table).
+    table: str | None = None
 
     def path(self, limit: int | None) -> str:
-        path = f"/{self.endpoint}?format={self.format}"
+        path = f"/{self.endpoint}"
+        if self.table is not None:
+            path += "/" + urllib.parse.quote(self.table, safe="")
+        path += f"?format={self.format}"
         if self.page_size is not None:
             path += f"&page_size={self.page_size}"
         if limit is not None:
@@ -46,7 +52,7 @@ class Group:
         return " ".join(parts)
 
 
-def groups(options: Options, rows: int | None) -> Iterator[Group]:
+def groups(options: Options, rows: int | None, table: str | None = None) -> Iterator[Group]:
     """Every group of one size, in the order they run: format, endpoint, coding (identity first: the coded
     bodies are compared with its body), page size (for /chunked only)."""
     codings = sorted(options.encodings, key=lambda c: c != IDENTITY)
@@ -57,16 +63,18 @@ def groups(options: Options, rows: int | None) -> Iterator[Group]:
                 pages = options.page_sizes
             for coding in codings:
                 for page_size in pages:
-                    yield Group(rows, fmt, endpoint, coding, page_size)
+                    yield Group(rows, fmt, endpoint, coding, page_size, table)
 
 
 def guards(options: Options) -> dict[str, object]:
     """Settings the bench's own server needs changed to run the plan: limits lifted (they guard, they do not
     speed up), and the codings asked for offered."""
-    rows = options.rows or (DEFAULT_ROWS,)
     changed: dict[str, object] = {
+        # What it serves: the table measured, as the bare /chunked and as /chunked/NAME.
+        "tables": (options.table,),
         "standard_max_concurrency": max(options.concurrency),
-        "standard_max_rows": max(rows),
+        # standard_max_bytes stays the user's: /standard's 413 for a body too big to buffer is measured too.
+        "standard_max_rows": max(options.sizes),
         "statement_timeout": options.timeout,
         "request_deadline": options.timeout,
         # Not a guard, but the bench's server's own setting all the same.
@@ -94,6 +102,7 @@ def describe_server(options: Options, settings: Settings, owned: bool, data_path
 def describe_options(options: Options, floor: bool) -> dict:
     o = options
     return {
+        "table": o.table,
         "rows": list(o.rows) if o.rows else None,
         "repeat": o.repeat,
         "concurrency": list(o.concurrency),

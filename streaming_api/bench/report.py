@@ -38,8 +38,10 @@ def _header(doc: dict[str, Any]) -> list[str]:
     size_text = ", ".join(f"{r:,}" if r else "the whole table" for r in sizes)
     cores = machine["logical_cores"]
     repeat = options["repeat"]
+    name = (doc.get("table") or {}).get("name") or options.get("table") or "?"
     lines = [
-        f"streaming_api bench · {size_text} rows · {repeat} run{'s' if repeat != 1 else ''} per level after a "
+        f"streaming_api bench · table {name} · {size_text} rows · {repeat} run{'s' if repeat != 1 else ''} "
+        "per level after a "
         f"warm-up · {machine['cpu_model'] or 'CPU'}, {cores} core{'s' if cores != 1 else ''} · "
         f"PostgreSQL {machine['postgresql'] or '?'} · Python {machine['python']}"
     ]
@@ -116,6 +118,9 @@ def _main_table(groups: list[dict[str, Any]]) -> list[str]:
             )
         for skip in s["skipped"]:
             table.append([_endpoint(s), s["format"], _coding(s), str(skip["concurrency"]), "skipped (see notes)"])
+        if s.get("refused"):
+            refusal = f"refused: 413 {s['refused']['error']}"
+            table.append([_endpoint(s), s["format"], _coding(s), "1", "-", "-", "-", refusal])
     width = 14
     table = [row + [""] * (width - len(row)) for row in table]
     header = [
@@ -280,19 +285,25 @@ def _headline(doc: dict[str, Any]) -> list[str]:
 
 def _verdict(doc: dict[str, Any]) -> list[str]:
     verification = doc["verification"]
-    total = sum(len(run["requests"]) for g in doc["groups"] for run in g["runs"])
+    requests = [request for g in doc["groups"] for run in g["runs"] for request in run["requests"]]
+    refused = sum(request.get("refused") is not None for request in requests)
+    total = len(requests) - refused
     if doc["failures"]:
         out = [f"VERIFICATION FAILED: {len(doc['failures'])} of {total} responses did not pass:"]
         out.extend(f"  ✗ {problem}" for problem in doc["failures"][:20])
         if len(doc["failures"]) > 20:
             out.append(f"  ... and {len(doc['failures']) - 20} more (all of them in the JSON)")
         return ["", *out]
-    return [
+    checked = (doc.get("table") or {}).get("verified", "the rows asked for")
+    lines = [
         "",
-        f"Verified: all {total} bodies (warm-ups included) hold exactly the rows asked for, ids in order with none "
-        f"missing or repeated, well formed; {verification['parsed_in_full']} parsed in full, "
+        f"Verified: all {total} bodies (warm-ups included) are well formed and hold exactly {checked}; "
+        f"{verification['parsed_in_full']} parsed in full, "
         f"{verification['identical_to_a_parsed_body']} byte-identical (SHA-256) to one that was.",
     ]
+    if refused:
+        lines.append(f"Refused: {refused} /standard request(s) with 413, a body too big to buffer (as it should).")
+    return lines
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import asyncpg
 import psutil
 
 from .. import __version__
+from ..db.demo import DEMO_TABLES
 from ..settings import Settings
 from .linkspec import LinkSpec
 
@@ -24,7 +25,9 @@ class Options:
     url: str | None = None
     token: str | None = None
     database_url: str | None = None
-    # None: DEFAULT_ROWS when the bench owns the server, the whole table otherwise.
+    # The table measured: a demo table (db.demo) in the bench's own database, any served table with --url.
+    table: str = "points"
+    # None: the demo table's default size when the bench owns the server, the whole table otherwise.
     rows: tuple[int, ...] | None = None
     repeat: int = 5
     concurrency: tuple[int, ...] = (1, 8, 32)
@@ -43,6 +46,13 @@ class Options:
     links: tuple[LinkSpec | None, ...] = ()
     # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
     shaper: str = "auto"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes the bench's own database is seeded to: as given, else the demo table's default
+        (blobs: 200 rows of 2 MB)."""
+        demo = DEMO_TABLES.get(self.table)
+        return self.rows or (demo.default_rows if demo else DEFAULT_ROWS,)
 
     def data_path(self, settings: Settings) -> Path:
         """Where the bench keeps its database, its server's log, its JSON and its plot."""
@@ -71,6 +81,9 @@ class RequestResult:
     encoded_bytes: int | None = None
     # When the first row could be decoded from what had arrived (ms since the request was sent).
     first_row_ms: float | None = None
+    # /standard's 413 for an export too big to buffer (its error: too_many_bytes, too_many_rows): an
+    # expected refusal, not a failure.
+    refused: str | None = None
 
 
 @dataclass
@@ -123,6 +136,9 @@ class GroupResult:
     # Bytes of RSS the bench's own server took on with its first one-row export of this format (what the
     # format loads once per process), kept out of the memory figures (bench.server.ServerProcess.prime).
     format_load_bytes: int | None = None
+    # The server's refusal of the group's requests (/standard, a body too big to buffer): its error and
+    # detail; the levels are then not run.
+    refused: dict | None = None
 
 
 @dataclass
@@ -138,6 +154,8 @@ class BenchResult:
     finished_at: str | None = None
     # Every link the plan ran over: how it was built (tbf on veth, or the relay), its parameters.
     links: list[dict] = field(default_factory=list)
+    # The table measured: its name, columns and types, key, how its bodies were verified (bench.subject).
+    table: dict = field(default_factory=dict)
 
 
 def machine_info() -> dict:

@@ -27,9 +27,10 @@ from .meters import CpuMeter, RunMeters, rss_figures
 from .plan import Group, describe_options, describe_server, groups, guards, server_settings
 from .probe import metrics_delta
 from .progress import Progress
-from .results import DEFAULT_ROWS, BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
+from .results import BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
 from .server import ServerProcess, free_port, server_environment
 from .stats import MB
+from .subject import Subject, from_catalog, from_server
 from .verify import Verifier, evaluate
 from .wire import Received, Target, fetch_together
 
@@ -58,6 +59,8 @@ class Runner:
         )
         # The link the groups now run over (None: loopback).
         self.link: Built | None = None
+        # The table measured, once found (bench.subject).
+        self.subject: Subject | None = None
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -88,7 +91,7 @@ class Runner:
                 )
             if self.conn is not None:
                 self.result.machine["postgresql"] = await floors.postgres_version(self.conn)
-            sizes: tuple[int | None, ...] = self.options.rows or ((DEFAULT_ROWS,) if self.owned else (None,))
+            sizes: tuple[int | None, ...] = self.options.sizes if self.owned else (self.options.rows or (None,))
             for rows in sizes:
                 await self._run_size(rows)
         finally:
@@ -105,18 +108,41 @@ class Runner:
         return self.result
 
     async def _run_size(self, rows: int | None) -> None:
+        table = self.options.table
         if self.owned and self.database is not None:
             assert rows is not None
-            self.progress.stage(f"making the bench's points table hold {rows:,} rows")
-            seeding = await self.database.ensure_rows(rows, "different", self.progress.seeding())
-            self.result.seeding.append({"rows": rows, "seeded": seeding.seeded, "seconds": round(seeding.seconds, 2)})
+            self.progress.stage(f"making the bench's {table} table hold {rows:,} rows")
+            seeding = await self.database.ensure_rows(rows, "different", self.progress.seeding(), table)
+            self.result.seeding.append(
+                {"table": table, "rows": rows, "seeded": seeding.seeded, "seconds": round(seeding.seconds, 2)}
+            )
+        subject = await self._find_subject()
+        # A limit only where the bench does not own the table (its own holds exactly the rows asked for).
+        limit = None if self.owned else rows
+        if rows is None and self.conn is not None and subject.table is not None:
+            rows = await floors.count_rows(self.conn, subject.table)
         for index, spec in enumerate(self.options.links or (None,)):
             async with self._link(spec, index) as built:
                 self.link = built
                 try:
-                    rows = await self._run_groups(rows)
+                    rows = await self._run_groups(rows, limit)
                 finally:
                     self.link = None
+
+    async def _find_subject(self) -> Subject:
+        """The table measured, read again for every size (its sampled width follows the reseeding)."""
+        name = self.options.table
+        if self.owned or self.options.database_url:
+            url = self.database.url if self.database is not None else self.options.database_url
+            assert url is not None
+            subject = await from_catalog(url, name, demo=self.owned)
+        else:
+            assert self.options.url is not None
+            subject = await from_server(Target.from_url(self.options.url, self._token()), name)
+        self.subject = subject
+        self.verifier.expected = subject.expected
+        self.result.table = subject.describe()
+        return subject
 
     def _link(self, spec: LinkSpec | None, index: int) -> contextlib.AbstractAsyncContextManager[Built | None]:
         if spec is None:
@@ -132,9 +158,10 @@ class Runner:
             self.progress.link(built.description)
             yield built
 
-    async def _run_groups(self, rows: int | None) -> int | None:
-        for spec in groups(self.options, rows):
-            group = await self._run_group(Group(rows, spec.format, spec.endpoint, spec.coding, spec.page_size))
+    async def _run_groups(self, rows: int | None, limit: int | None) -> int | None:
+        assert self.subject is not None
+        for spec in groups(self.options, rows, self.subject.name):
+            group = await self._run_group(spec, limit)
             self.result.groups.append(group)
             # Remote, whole table: the count the first verified body had stands for the rest.
             if rows is None:
@@ -143,9 +170,8 @@ class Runner:
 
     # --- one group: one endpoint, one format, one size ----------------------------------------------
 
-    async def _run_group(self, spec: Group) -> GroupResult:
+    async def _run_group(self, spec: Group, limit: int | None) -> GroupResult:
         rows = spec.rows
-        limit = None if self.owned else rows
         group = GroupResult(
             rows,
             spec.format,
@@ -166,7 +192,7 @@ class Runner:
                 host = self.link.server_host if self.link else "127.0.0.1"
                 port = free_port(host)
                 log_path = self.data_path / "server.log"
-                env = server_environment(self.data_path, port, rows, guards(self.options), host)
+                env = server_environment(self.data_path, port, guards(self.options), host)
                 server = ServerProcess(env, port, log_path, host)
                 group.server_log = str(log_path)
                 self.progress.stage(f"{label}: starting a fresh server")
@@ -206,6 +232,12 @@ class Runner:
         rows = group.rows
         warmup = await self._run_once(group, targets, server, 1, rows, warmup=True, label=f"{label} warm-up")
         group.runs.append(warmup)
+        refused = [r for r in warmup.requests if r.refused]
+        if refused and len(refused) == len(warmup.requests):
+            # /standard's 413 for a body too big to buffer: what it should do, measured as such.
+            group.refused = {"error": refused[0].refused, "detail": refused[0].error}
+            self.result.notes.append(f"{label}: refused (413 {refused[0].refused}), as it should: {refused[0].error}")
+            return
         if rows is None:
             rows = next((r.rows for r in warmup.requests if r.verified), None)
             group.rows = rows
@@ -269,7 +301,8 @@ class Runner:
         self.progress.stage(f"floor: {kind}{' warm-up' if warmup else ''}")
         postgres = self._postgres_meter()
         before = postgres.snapshot() if postgres else None
-        run = await floors.measure_floor(self.conn, kind, limit=limit)
+        assert self.subject is not None and self.subject.table is not None
+        run = await floors.measure_floor(self.conn, kind, self.subject.table, limit)
         used = CpuMeter.used(before, postgres.snapshot()) if postgres and before is not None else None
         return FloorRunResult(
             kind=kind,

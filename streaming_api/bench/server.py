@@ -36,9 +36,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_environment(
-    data_path: Path, port: int, rows: int, guards: Mapping[str, object], host: str = "127.0.0.1"
+    data_path: Path, port: int, guards: Mapping[str, object], host: str = "127.0.0.1"
 ) -> dict[str, str]:
-    """The subprocess's environment: this bench's data dir, address and size, always the embedded database.
+    """The subprocess's environment: this bench's data dir and address, always the embedded database.
     `host` is 127.0.0.1, or the bench's end of a link's veth pair (bench.link): never a public address."""
     env = dict(os.environ)
     values: dict[str, object] = {
@@ -47,7 +47,8 @@ def server_environment(
         "database_url": "",
         "host": host,
         "port": port,
-        "rows": rows,
+        # The bench seeds its table itself before the server starts: the server seeds nothing.
+        "rows": 0,
         "metrics_enabled": "true",
         **guards,
     }

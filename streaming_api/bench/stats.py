@@ -162,6 +162,7 @@ def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
         "floor_ratio": ratio,
         "levels": {str(c): s for c, s in by_level.items()},
         "skipped": group.skipped,
+        "refused": group.refused,
     }
 
 
@@ -178,7 +179,7 @@ def failures(result: BenchResult) -> list[str]:
             where += f" over {group.link}"
         for run in group.runs:
             for index, request in enumerate(run.requests):
-                if not request.verified:
+                if not request.verified and request.refused is None:
                     kind = "warm-up" if run.warmup else "run"
                     found.append(f"{where} ×{run.concurrency} {kind}, client {index + 1}: {request.error}")
         found.extend(

@@ -1,20 +1,24 @@
 """Verifying every received body after its clock has stopped.
 
-A body passes when it parses in full as its format (for csv and json: a well-formed document), holds
-exactly the rows asked for, and its ids run after_id+1, after_id+2, ... with none missing or repeated.
-Parsing half a gigabyte takes seconds, so a body byte-for-byte identical (same SHA-256) to one that
-already passed is accepted without parsing it again; any other body is parsed in full.
+A body passes when it parses in full as its format (for csv and json: a well-formed document) and holds
+exactly the rows asked for (the table's, or the request's limit). Where the table's key is one integer
+column its values must go strictly up; where the table is a demo table the bench seeded (ids 1..N), they
+must run after_id+1, after_id+2, ... with none missing or repeated (Expected). Parsing half a gigabyte
+takes seconds, so a body byte-for-byte identical (same SHA-256) to one that already passed is accepted
+without parsing it again; any other body is parsed in full.
 
 A coded body (gzip, zstd) must come in the coding asked for, decode whole (bench.coding), and pass as
 its decoded bytes; once an identity body of the same request has passed, a decoded body must also be
-byte-for-byte that body.
+byte-for-byte that body. /standard's 413 for an export too big to buffer is a refusal, kept apart: the
+service doing what it should, not a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..client.records import BodyError, verify_ids
@@ -23,8 +27,44 @@ from .ids import id_reader
 from .results import RequestResult, thin
 from .wire import Received, Response, ResponseError, decode, server_timing
 
-# Bytes fed to the parser at a time; also the resolution of the byte-to-row map.
+# Bytes fed to the parser at a time; also the resolution of the byte-to-row map. Where rows are wide, about
+# four rows at a time: a parser keeps a row's bytes until its end, and copies them again at every block.
 BLOCK_BYTES = 64 * 1024
+MAX_BLOCK_BYTES = 8 << 20
+# /standard's refusals of an export too big to buffer (413, web.problems).
+REFUSALS = ("too_many_rows", "too_many_bytes")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a body's rows show besides their count: `key`, a key of one integer column, goes strictly up
+    (None: rows only counted); `contiguous`, it runs after_id+1, after_id+2, ... (the demo tables' 1..N)."""
+
+    key: str | None = "id"
+    contiguous: bool = True
+
+
+# The demo tables': ids 1..N.
+DEMO_IDS = Expected()
+
+
+def _count(values: Iterable[int | None], expected_rows: int | None, after_id: int, expected: Expected) -> int:
+    """The rows, checked as `expected` says; BodyError at the first that is not."""
+    if expected.key is not None and expected.contiguous:
+        return verify_ids(values, expected_rows, after_id)  # type: ignore[arg-type]
+    count = 0
+    previous: int | None = None
+    for value in values:
+        count += 1
+        if expected.key is None or value is None:
+            continue
+        if previous is not None and value <= previous:
+            what = "repeated" if value == previous else "out of key order"
+            raise BodyError(f"row {count}: {expected.key} {value} after {previous} ({what})")
+        previous = value
+    if expected_rows is not None and count != expected_rows:
+        raise BodyError(f"{count} rows, expected {expected_rows}")
+    return count
 
 
 @dataclass(frozen=True)
@@ -41,33 +81,40 @@ class BodyCheck:
 
 
 def check_body(
-    fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0, digest: str | None = None
+    fmt: str,
+    body: bytes,
+    expected_rows: int | None,
+    after_id: int = 0,
+    digest: str | None = None,
+    expected: Expected = DEMO_IDS,
 ) -> BodyCheck:
     """Parse the whole body and check its rows; BodyError says what is wrong."""
-    reader = id_reader(fmt)
+    reader = id_reader(fmt, expected.key)
     marks: list[tuple[int, int]] = [(0, 0)]
     view = memoryview(body)
+    step = min(max(BLOCK_BYTES, 4 * len(body) // max(expected_rows or 1, 1)), MAX_BLOCK_BYTES)
 
-    def ids() -> Iterator[int]:
+    def ids() -> Iterator[int | None]:
         count = 0
-        for start in range(0, len(body), BLOCK_BYTES):
-            block = reader.feed(bytes(view[start : start + BLOCK_BYTES]))
+        for start in range(0, len(body), step):
+            block = reader.feed(bytes(view[start : start + step]))
             count += len(block)
-            marks.append((min(start + BLOCK_BYTES, len(body)), count))
+            marks.append((min(start + step, len(body)), count))
             yield from block
         last = reader.close()
         if last:
             marks.append((len(body), count + len(last)))
         yield from last
 
-    rows = verify_ids(ids(), expected_rows, after_id)
+    rows = _count(ids(), expected_rows, after_id, expected)
     return BodyCheck(rows, digest or hashlib.sha256(body).hexdigest(), tuple(marks))
 
 
 class Verifier:
     """Checks bodies, remembering the digests of those that passed (per format, row count and after_id)."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: Expected = DEMO_IDS) -> None:
+        self.expected = expected
         self._passed: dict[tuple[str, int | None, int], dict[str, BodyCheck]] = {}
         # The digest of the first identity body that passed, per format, row count and after_id.
         self._identity: dict[tuple[str, int | None, int], str] = {}
@@ -89,7 +136,7 @@ class Verifier:
         if digest in known:
             self.matched += 1
             return known[digest]
-        check = check_body(fmt, body, expected_rows, after_id, digest)
+        check = check_body(fmt, body, expected_rows, after_id, digest, self.expected)
         self.parsed += 1
         known[digest] = check
         if coding == IDENTITY:
@@ -105,6 +152,19 @@ def verify_response(
         detail = response.body[:300].decode("utf-8", "replace")
         raise BodyError(f"HTTP {response.status}: {detail}")
     return verifier.check(fmt, response.body, expected_rows, after_id)
+
+
+def refusal(response: Response) -> tuple[str, str] | None:
+    """(its error, its detail) when the response is /standard's 413 for an export too big to buffer."""
+    if response.status != 413:
+        return None
+    try:
+        problem = json.loads(response.body)
+    except ValueError:
+        return None
+    if not isinstance(problem, dict) or problem.get("error") not in REFUSALS:
+        return None
+    return problem["error"], str(problem.get("detail", ""))
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -137,6 +197,9 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
         coding=coding,
         encoded_bytes=len(response.body),
     )
+    if received.path_qs.startswith("/standard") and (refused := refusal(response)):
+        result.refused, result.error = refused
+        return result
     try:
         if response.status != 200:
             verify_response(verifier, fmt, response, rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -16,12 +17,15 @@ from ..bench.estimate import describe_duration, estimate_seconds
 from ..bench.link import SHAPERS, LinkError, kernel_shaping_available
 from ..bench.linkspec import LinkSpec, parse_link
 from ..bench.report import render
-from ..bench.results import DEFAULT_ROWS, Options, RunResult
+from ..bench.results import Options, RunResult
 from ..bench.runner import run_bench
 from ..bench.stats import document, write_json
+from ..bench.subject import SubjectError
 from ..bench.wire import Received, Target
+from ..db.demo import DEMO_TABLES
 from ..export.formats import FORMATS
 from ..settings import Settings
+from . import SUMMARIES
 from .args import names, positive, positive_list
 from .console import StatusLine, rows_bar
 from .signals import Stopped
@@ -98,7 +102,7 @@ FULL = {"formats": ("ndjson", "csv", "json", "arrow"), "concurrency": (1, 8, 32)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="compare /standard and /chunked against PostgreSQL's own export speed",
+        help=SUMMARIES["bench"],
         description="Time /standard and /chunked side by side (client and server figures, memory, "
         "concurrency) against COPY of the same rows, verify every body, print a table. By default a run of "
         "about a minute on two cores (NDJSON, 1 and 8 clients, 3 runs each); --full runs the whole matrix.",
@@ -119,10 +123,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "setting; none means no floor)",
     )
     parser.add_argument(
+        "--table",
+        default="points",
+        help="the table measured (default points): with the bench's own database a demo table, points, orders "
+        "(13 columns of mixed types) or blobs (2 MB a row); with --url any table the server serves, as "
+        "/tables names it",
+    )
+    parser.add_argument(
         "--rows",
         type=positive_list,
-        help="rows per request, comma-separated for several sizes (default 500000); the bench's own database "
-        "is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
+        help="rows per request, comma-separated for several sizes (default 500000; blobs 200, 400 MB); the "
+        "bench's own database is seeded to each size; with --url, sent as ?limit= (default: the whole table)",
     )
     parser.add_argument(
         "--repeat", type=positive, help="measured runs per level, after one warm-up (default 3; 5 with --full)"
@@ -234,6 +245,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.url is None and (args.token or args.database_url):
         print("error: --token and --database-url go with --url", file=sys.stderr)
         return 2
+    if args.url is None and args.table not in DEMO_TABLES:
+        print(
+            f"error: --table {args.table}: the bench's own database holds only the demo tables "
+            f"({', '.join(DEMO_TABLES)}); to measure a table of yours, give --url (and --database-url for the floor)",
+            file=sys.stderr,
+        )
+        return 2
     if args.url is not None:
         try:
             Target.from_url(args.url, None)
@@ -259,6 +277,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         url=args.url,
         token=args.token,
         database_url=args.database_url or (settings.database_url if args.url else None),
+        table=args.table,
         rows=args.rows,
         repeat=chosen["repeat"],
         concurrency=tuple(sorted(chosen["concurrency"])),
@@ -298,15 +317,19 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except LinkError as exc:
         print(f"bench: the link could not be built: {exc}", file=sys.stderr)
         return 1
+    except SubjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(render(doc), flush=True)
     write_json(doc, json_path)
     print(f"\nEvery figure: {json_path}")
-    try:
+    # The plot modules import matplotlib only once they draw: ask before, not after a traceback.
+    if importlib.util.find_spec("matplotlib") is None:
+        print("Plot: skipped (matplotlib is not installed: pip install 'streaming_api[bench]')")
+    else:
         from ..bench.plot import plot
         from ..bench.plot_transfer import plot_transfer, transfer_path, wanted
-    except ImportError:
-        print("Plot: skipped (matplotlib is not installed: pip install -e '.[bench]')")
-    else:
+
         plot(doc, plot_path)
         print(f"Plot: {plot_path}")
         if wanted(doc):
@@ -320,7 +343,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def describe_plan(options: Options) -> str:
-    rows = ", ".join(f"{r:,}" for r in options.rows) if options.rows else f"{DEFAULT_ROWS:,}"
+    if options.url is not None and not options.rows:
+        rows = "the whole table"
+    else:
+        rows = ", ".join(f"{r:,}" for r in options.sizes) + " rows"
     levels = ", ".join(str(c) for c in options.concurrency)
     extra = ""
     if options.encodings != ("identity",):
@@ -330,7 +356,7 @@ def describe_plan(options: Options) -> str:
     if options.links:
         extra += f" over {', '.join(link.label if link else 'loopback' for link in options.links)}"
     return (
-        f"{' and '.join(options.endpoints)} × {', '.join(options.formats)}{extra} × {rows} rows, "
+        f"{options.table}: {' and '.join(options.endpoints)} × {', '.join(options.formats)}{extra} × {rows}, "
         f"{levels} client{'s' if options.concurrency != (1,) else ''}, {options.repeat} run"
         f"{'s' if options.repeat != 1 else ''} each"
     )

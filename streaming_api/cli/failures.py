@@ -17,8 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from ..db.disk import NoSpace
 from ..db.pool import CONNECT_TIMEOUT_SECONDS
 from ..db.postmaster import EmbeddedPostgresError
+from ..db.schema import NotTheDemoTable
+from ..db.served import CatalogError
 from ..settings import Settings, SettingsError
 
 EXIT_ENVIRONMENT = 1
@@ -86,6 +89,22 @@ def _describe_one(exc: BaseException, settings: Settings | None) -> StartupFailu
         return exc
     if isinstance(exc, SettingsError):
         return StartupFailure(str(exc), EXIT_CONFIGURATION)
+    if isinstance(exc, CatalogError):
+        where = (
+            "the embedded database" if settings is None or settings.database_url is None else "DATABASE_URL's database"
+        )
+        hint = " (python run.py seed makes the demo table there)" if "points" in str(exc) else ""
+        return StartupFailure(
+            f"setting tables: {exc} in {where}; change tables (STREAMING_API_TABLES){hint}", EXIT_CONFIGURATION
+        )
+    if isinstance(exc, NotTheDemoTable):
+        return StartupFailure(
+            f"{exc}: seeding writes only its own demo table; serve yours with the tables setting, or seed another "
+            "database",
+            EXIT_CONFIGURATION,
+        )
+    if isinstance(exc, NoSpace):
+        return StartupFailure(str(exc))
     if isinstance(exc, EmbeddedPostgresError):
         return StartupFailure(f"{exc} (or set DATABASE_URL to use a PostgreSQL of your own)")
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):

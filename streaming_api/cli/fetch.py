@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import json
+import os
+import signal
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from yarl import URL
 
-from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, download
+from ..client.download import FETCH_FORMATS, PARQUET, FetchResult, OutputError, download, written_in_place
 from ..client.errors import CannotResume, GaveUp, RequestRejected, Retry, RowCount, Unauthorized
 from ..client.records import FORMATS, BodyError
-from ..client.resume import columns_argument
-from ..columns import KEY
 from ..settings import Settings
-from ..tokens import load_keys, mint_token
+from . import SUMMARIES
 from .args import non_negative, positive
 from .console import StatusLine, transfer_text
 from .signals import Stopped
@@ -31,6 +34,8 @@ EXIT_UNAUTHORIZED = 3
 EXIT_REJECTED = 4
 EXIT_GAVE_UP = 5
 EXIT_INTERRUPTED = 130
+# stdout's reader closed the pipe (`fetch | head`): ended quietly, with the status of a tool SIGPIPE ends.
+EXIT_PIPE_CLOSED = 128 + signal.SIGPIPE
 # The time left is shown once the rate has been measured over this long.
 RATE_AFTER_SECONDS = 0.5
 
@@ -41,23 +46,28 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_UNAUTHORIZED}    401 unauthorized: the token is missing, expired or signed with another key
   {EXIT_REJECTED}    400 bad request (or another 4xx): the server refused a parameter or the URL
   {EXIT_GAVE_UP}    gave up: the connection kept failing (--retries retries in a row brought no row), or it
-       dropped and --columns left out id, so there was no id to resume after
+       dropped and there was no key to resume after (a view, or --columns without the key), or the
+       first one was refused (nothing listens at the URL: said at once, not retried)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
+  {EXIT_PIPE_CLOSED}  stdout's reader closed the pipe (fetch ... | head): nothing printed
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     fetch = sub.add_parser(
         "fetch",
-        help="download an export to a file, resuming after drops",
+        help=SUMMARIES["fetch"],
         description="Download rows from /chunked (or --url) to a file or stdout.\n\n"
-        "A dropped connection resumes after the last whole row received. The file is written under a\n"
-        "temporary name beside --out and moved into place only when complete (to stdout, a failed\n"
-        "download leaves what it wrote; the exit code says so).",
+        "A dropped connection resumes after the last whole row received. A file is written under a\n"
+        "temporary name beside --out and moved into place only when complete. Stdout, a device or a FIFO\n"
+        "is written into as the rows come (a failed download leaves what it wrote; the exit code says so).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fetch.add_argument("--url", help="endpoint URL (default: http://HOST:PORT/chunked from the settings)")
+    fetch.add_argument(
+        "--url", help="endpoint URL, table included (default: http://HOST:PORT/chunked[/TABLE] from the settings)"
+    )
+    fetch.add_argument("--table", help="the served table to fetch, as /tables names it (default: the default table)")
     fetch.add_argument("--token", help="JWT to send (default: mint one with the local settings' key)")
     fetch.add_argument(
         "--format",
@@ -68,11 +78,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     fetch.add_argument("--out", type=Path, help="file to write (default: stdout)")
     fetch.add_argument("--limit", type=non_negative, help="at most this many rows (default: all)")
-    fetch.add_argument("--after-id", type=non_negative, default=0, help="start after this id (default: 0)")
+    fetch.add_argument(
+        "--after",
+        help="start after this key value: the value, or a JSON array for a key of several columns (default: the start)",
+    )
+    fetch.add_argument("--after-id", type=non_negative, help="start after this id (a key of one integer column)")
     fetch.add_argument("--page-size", type=positive, help="rows per chunk (/chunked only; default: the server's)")
     fetch.add_argument(
         "--columns",
-        help="comma-separated columns, in this order (default: all); without id a drop cannot be resumed",
+        help="comma-separated columns, in this order (default: all); without the table's key a drop cannot be resumed",
     )
     fetch.add_argument(
         "--retries",
@@ -89,16 +103,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return fetch
 
 
-def default_url(settings: Settings) -> str:
-    return settings.base_url + "/chunked"
+def table_path(table: str | None) -> str:
+    """/chunked, or /chunked/<table> with the name percent-encoded."""
+    return "/chunked" if table is None else "/chunked/" + urllib.parse.quote(table, safe="")
 
 
-def endpoint_url(url: str) -> str:
-    """A URL without a path means the server: fetch from its /chunked."""
+def default_url(settings: Settings, table: str | None = None) -> str:
+    return settings.base_url + table_path(table)
+
+
+def endpoint_url(url: str, table: str | None = None) -> str:
+    """A URL without a path means the server: fetch from its /chunked (or /chunked/<table>)."""
     parsed = URL(url)
     if not parsed.is_absolute() or parsed.scheme not in ("http", "https"):
         raise ValueError(f"--url must be an http(s) URL, got {url[:100]!r}")
-    return str(parsed.with_path("/chunked")) if parsed.path in ("", "/") else url
+    if parsed.path in ("", "/"):
+        return str(parsed.with_path(table_path(table), encoded=True))
+    if table is not None:
+        raise ValueError("--table names the table in --url's path: give --url without a path, or no --table")
+    return url
+
+
+def after_option(raw: str | None) -> list[str] | str | None:
+    """--after as the client takes it: a JSON array's values, or the one value as it is."""
+    if raw is None or not raw.startswith("["):
+        return raw
+    try:
+        values = json.loads(raw, parse_int=str, parse_float=str)
+    except ValueError:
+        raise ValueError(f"--after: not a JSON array: {raw[:100]!r}") from None
+    if not isinstance(values, list):
+        raise ValueError("--after: a JSON array of the key's values")
+    return [str(value) for value in values]
 
 
 @dataclass
@@ -173,6 +209,7 @@ async def download_with_progress(
             args.out,
             limit=args.limit,
             after_id=args.after_id,
+            after=after_option(args.after),
             page_size=args.page_size,
             columns=args.columns,
             retries=args.retries,
@@ -199,31 +236,40 @@ def _format_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _minted(settings: Settings) -> str:
+    from ..tokens import load_keys, mint_token  # PyJWT: loaded only when no --token is given
+
+    return mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """The `fetch` subcommand: its exit code (see EXIT_CODES_HELP)."""
     try:
-        url = endpoint_url(args.url) if args.url else default_url(settings)
-        token = args.token or mint_token(load_keys(settings), subject="fetch", ttl=settings.token_ttl)
+        url = endpoint_url(args.url, args.table) if args.url else default_url(settings, args.table)
+        token = args.token or _minted(settings)
+        after_option(args.after)
+        if args.after is not None and args.after_id is not None:
+            raise ValueError("give --after or --after-id, not both")
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.out is not None and not args.out.resolve().parent.is_dir():
         print(f"fetch: no such directory for --out: {args.out.resolve().parent}", file=sys.stderr)
         return EXIT_USAGE
+    if args.out is not None and args.out.is_dir():
+        print(f"fetch: --out is a directory: name a file in it ({args.out})", file=sys.stderr)
+        return EXIT_USAGE
     if problem := _format_problem(args):
         print(f"fetch: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    names = columns_argument(args.columns)
-    if names is not None and KEY not in names:
-        print(f"fetch: --columns without {KEY}: a dropped connection cannot be resumed", file=sys.stderr)
     so_far = Transferred()
     try:
         result = run_stoppable(download_with_progress(url, token, args, transferred=so_far))
     except (KeyboardInterrupt, Stopped) as exc:
-        if args.out is not None:
+        if not written_in_place(args.out):
             kept = f"{args.out} not written (a download is moved into place only when complete)"
         else:
-            kept = "what went to stdout is incomplete"
+            kept = f"what went to {args.out or 'stdout'} is incomplete"
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         print(f"fetch: {how} after {so_far.rows:,} rows ({so_far.bytes / 1e6:.1f} MB): {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exc.exit_code
@@ -236,6 +282,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (GaveUp, CannotResume) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_GAVE_UP
+    except OutputError as exc:
+        if args.out is None:
+            # What stdout's buffer still holds would fail again at exit, with a traceback of its own.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if exc.errno == errno.EPIPE:
+                return EXIT_PIPE_CLOSED
+        print(f"fetch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (BodyError, OSError, ValueError) as exc:
         print(f"fetch: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -7,11 +7,11 @@ import argparse
 from aiohttp import web
 
 from ..settings import Settings
-from ..tokens import mint_token
 from ..web.connections import listening_socket
-from ..web.keys import DATABASE, DATABASE_STATE, KEYS, ROWS
+from ..web.keys import CATALOG, DATABASE, DATABASE_STATE, KEYS
+from . import SUMMARIES
 from .console import StatusLine, rows_bar
-from .running import banner, run_loop, serve_on, setup_logging
+from .running import banner, banner_token, run_loop, serve_on, setup_logging
 
 __all__ = ["add_parser", "run", "serve", "setup_logging"]
 
@@ -19,9 +19,9 @@ __all__ = ["add_parser", "run", "serve", "setup_logging"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
-        help="run the HTTP server (the default)",
-        description="Run the HTTP server. Starts the embedded PostgreSQL when no "
-        "DATABASE_URL is set, and seeds the table when it is missing or empty.",
+        help=SUMMARIES["serve"],
+        description="Run the HTTP server. Starts the embedded PostgreSQL when no DATABASE_URL is set (and "
+        "seeds its demo table on first start); a database at DATABASE_URL is only read.",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
@@ -42,8 +42,7 @@ async def serve(settings: Settings) -> None:
     """One process: start (socket, database, pool), serve until a stop signal, then stop in order and say so."""
 
     def announce(app: web.Application) -> None:
-        token = mint_token(app[KEYS], subject="banner", ttl=settings.token_ttl)
-        print(banner(settings, app[ROWS], app[DATABASE], token), flush=True)
+        print(banner(settings, app[CATALOG], app[DATABASE], banner_token(app[KEYS], settings)), flush=True)
 
     # The port first: a port in use is a one-line error at once, not after the database has started.
     sock = listening_socket(settings.host, settings.port)

@@ -6,13 +6,14 @@ import argparse
 
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
+from . import SUMMARIES
 from .args import positive
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     token = sub.add_parser(
         "token",
-        help="print a signed JWT for the data endpoints",
+        help=SUMMARIES["token"],
         description="Print a token signed with the configured key (send it as 'Authorization: JWT <token>').",
     )
     token.add_argument("--sub", default="cli", help="subject claim (default: cli)")

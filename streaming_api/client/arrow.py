@@ -8,27 +8,29 @@ The body is an Arrow IPC stream: the schema message, one record batch per page, 
 marker. pyarrow decodes only from a whole source, so this reads the framing itself (the continuation
 marker, the metadata's length, the flatbuffer Message's bodyLength) and hands pyarrow each message once
 all its bytes are in. A stream that ends without the marker was cut short: it is resumed after the last
-whole batch's last id, and the new response's schema message is checked against the first and skipped,
-so the batches read as one stream.
+whole batch's last row (by the table's key), and the new response's schema message is checked against
+the first and skipped, so the batches read as one stream.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import BinaryIO
+from decimal import Decimal
+from typing import Any, BinaryIO
 
 import aiohttp
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
 
-from ..columns import KEY
 from .errors import Retry, Retryable, RowCount
 from .records import BodyError
-from .resume import Options, columns_argument, resumable
+from .resume import Key, Options, after_argument, columns_argument, resumable
 
 CONTINUATION = b"\xff\xff\xff\xff"
 END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
@@ -66,11 +68,14 @@ class StreamDecoder:
     """One response's IPC stream, decoded as it arrives. `schemas` holds the first response's schema:
     a resumed response's must equal it, and is not handed on again."""
 
-    def __init__(self, schemas: list[pa.Schema]) -> None:
+    def __init__(self, schemas: list[pa.Schema], key: Key | None = None) -> None:
         self._schemas = schemas
         self._schema: pa.Schema | None = None
         self._buffer = bytearray()
         self._finished = False
+        self._key = key
+        self._last_batch: pa.RecordBatch | None = None
+        self._last_id: int | None = None
 
     def feed(self, data: bytes) -> list[Message]:
         if self._finished:
@@ -138,17 +143,29 @@ class StreamDecoder:
         if not self._finished:
             raise Retryable("the Arrow stream ended before its end-of-stream marker (incomplete transfer)")
 
-    def advance(self, message: Message, last_id: int) -> tuple[int, int]:
+    def advance(self, message: Message) -> int:
         batch = message.batch
         if batch is None or batch.num_rows == 0:
-            return 0, last_id
-        index = batch.schema.get_field_index(KEY)
-        if index < 0:
-            return batch.num_rows, last_id  # columns= left the id out: nothing to check or resume after
-        ids = batch.column(index).to_numpy()
-        if ids[0] <= last_id or (ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
-            raise BodyError(f"ids {ids[0]}..{ids[-1]} after id {last_id}: duplicated or out of order rows")
-        return batch.num_rows, int(ids[-1])
+            return 0
+        self._last_batch = batch
+        index = -1 if self._key is None or len(self._key) != 1 else batch.schema.get_field_index(self._key[0])
+        if index >= 0 and pa.types.is_integer(batch.schema.field(index).type) and batch.column(index).null_count == 0:
+            # A key of one integer column must go up: a row sent twice after a resume is a BodyError.
+            ids = batch.column(index).to_numpy()
+            after = self._last_id
+            if (after is not None and ids[0] <= after) or (ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
+                raise BodyError(f"ids {ids[0]}..{ids[-1]} after id {after}: duplicated or out of order rows")
+            self._last_id = int(ids[-1])
+        return batch.num_rows
+
+    def last_key(self) -> Key | None:
+        batch = self._last_batch
+        if self._key is None or batch is None:
+            return None
+        try:
+            return tuple(key_text(batch.column(name)[batch.num_rows - 1].as_py()) for name in self._key)
+        except KeyError:
+            raise BodyError(f"a batch without its key ({', '.join(self._key)})") from None
 
 
 class ArrowStreamWriter:
@@ -172,11 +189,29 @@ class ArrowStreamWriter:
         self.bytes_written += len(data)
 
 
+def key_text(value: Any) -> str:
+    """An Arrow value as text PostgreSQL reads back as the same key value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, int | str | Decimal):
+        return str(value)
+    raise BodyError(f"cannot resume after a key value of type {type(value).__name__}")
+
+
 async def arrow_messages(
     url: str,
     token: str,
-    after_id: int = 0,
+    after_id: int | None = None,
     *,
+    after: Any = None,
     limit: int | None = None,
     page_size: int | None = None,
     columns: Sequence[str] | str | None = None,
@@ -194,7 +229,7 @@ async def arrow_messages(
         url,
         token,
         "arrow",
-        after_id,
+        after_argument(after, after_id),
         limit=limit,
         page_size=page_size,
         columns=columns_argument(columns),
@@ -207,14 +242,14 @@ async def arrow_messages(
         compressed=compressed,
     )
     schemas: list[pa.Schema] = []
-    messages = resumable(options, lambda: StreamDecoder(schemas))
+    messages = resumable(options, lambda key: StreamDecoder(schemas, key))
     async with aclosing(messages):
         async for message in messages:
             yield message
 
 
 async def stream_record_batches(
-    url: str, token: str, after_id: int = 0, **options: object
+    url: str, token: str, after_id: int | None = None, **options: object
 ) -> AsyncIterator[pa.RecordBatch]:
     """pyarrow.RecordBatch objects as each arrives (one per page), resuming after drops; the arguments
     are stream_rows's (limit, page_size, columns, retries, on_count...)."""
@@ -225,7 +260,7 @@ async def stream_record_batches(
                 yield message.batch
 
 
-async def read_table(url: str, token: str, after_id: int = 0, **options: object) -> pa.Table:
+async def read_table(url: str, token: str, after_id: int | None = None, **options: object) -> pa.Table:
     """The whole export as one pyarrow.Table, equal to an uninterrupted download's whatever the drops
     (resumed as stream_rows does); the arguments are stream_rows's."""
     schema: pa.Schema | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,32 +43,52 @@ class BadRequest(RequestRejected):
         return self.body.get("parameter")
 
 
+def after_text(key: tuple[str, ...] | None) -> str:
+    """The after= that resumes after this key."""
+    return "the start" if key is None else "after=" + json.dumps(list(key), ensure_ascii=False)
+
+
 class GaveUp(StreamError):
     """The connection kept failing: `attempts` in a row failed, none after the first bringing a row.
 
-    `last_id` is where to resume.
+    `last_key` is where to resume (the values of the last row's key, for after=; None: the start).
     """
 
-    def __init__(self, attempts: int, rows: int, last_id: int, reason: str) -> None:
+    def __init__(self, attempts: int, rows: int, last_key: tuple[str, ...] | None, reason: str) -> None:
         super().__init__(
             f"gave up after {attempts} failed attempts in a row ({reason}); "
-            f"{rows:,} rows received, last id {last_id} (resume with after_id={last_id})"
+            f"{rows:,} rows received (resume with {after_text(last_key)})"
         )
         self.attempts = attempts
         self.rows = rows
-        self.last_id = last_id
+        self.last_key = last_key
         self.reason = reason
 
 
-class CannotResume(StreamError):
-    """The connection failed after rows arrived, and the columns asked for leave out `id`: there is no
-    id to resume after, so the client stops rather than guess (ask for `id` among the columns to resume)."""
+class NothingListening(GaveUp):
+    """The first request's connection was refused: nothing listens at the URL (a server not started, a wrong
+    port). Raised at once, not retried: waiting starts no server. (Refused once a server has answered, it is
+    retried: that server may be restarting.)"""
 
-    def __init__(self, rows: int, reason: str) -> None:
-        super().__init__(
-            f"{reason} after {rows:,} rows, and without the id column there is no id to resume after "
-            "(include id in columns to resume after drops)"
+    def __init__(self, reason: str, last_key: tuple[str, ...] | None) -> None:
+        super().__init__(1, 0, last_key, reason)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: connection refused, nothing listens there (is the server running, the URL right?)"
+
+
+class CannotResume(StreamError):
+    """The connection failed after rows arrived, and there is no key to resume after: the table has none
+    (a view, say), or the columns asked for leave it out. The client stops rather than guess."""
+
+    def __init__(self, rows: int, reason: str, keyless: bool = False) -> None:
+        why = (
+            "the table has no key to resume after (a view, or no primary key): run the export again"
+            if keyless
+            else "the columns asked for leave out the table's key, so there is nothing to resume after "
+            "(include the key's columns to resume after drops)"
         )
+        super().__init__(f"{reason} after {rows:,} rows, and {why}")
         self.rows = rows
         self.reason = reason
 
@@ -89,11 +111,12 @@ class Retry:
     delay: float
     reason: str
     rows: int
-    last_id: int
+    last_key: tuple[str, ...] | None
 
     def __str__(self) -> str:
+        where = "from the start" if self.last_key is None else f"after {', '.join(self.last_key)}"
         return (
-            f"{self.reason}; {self.rows:,} rows so far: resuming after id {self.last_id} "
+            f"{self.reason}; {self.rows:,} rows so far: resuming {where} "
             f"in {self.delay:.1f} s (retry {self.attempt} of {self.retries})"
         )
 
@@ -146,6 +169,11 @@ def retry_after(response: aiohttp.ClientResponse) -> float | None:
         return min(float(response.headers["Retry-After"]), MAX_RETRY_AFTER_SECONDS)
     except (KeyError, ValueError):
         return None
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: the host is there, but nothing listens on the port."""
+    return isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED
 
 
 def describe(exc: BaseException) -> str:

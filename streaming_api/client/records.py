@@ -1,7 +1,9 @@
 """Reading the service's bodies back: rows as they arrive (RowParser), the exact bytes of each record
-(RecordSplitter), and checking that ids run on with none missing (verify_ids).
+(RecordSplitter), a record's key as the server reads it back (key_values), and checking that ids run on
+with none missing (verify_ids).
 
-Shared by the Python client, the benchmark and the tests (is a body whole?).
+The columns come from the body itself (the CSV header, each JSON object's keys): any table's export
+reads back the same way. Shared by the Python client, the benchmark and the tests (is a body whole?).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..columns import COLUMNS
-
 # The formats whose bodies these parse (the server's names for them).
 FORMATS = ("ndjson", "csv", "json", "text")
+# A field as long as a value may be (a text of 2 MB, or up to PostgreSQL's 1 GB), not csv's 128 KiB.
+csv.field_size_limit(2**31 - 1)
 Row = dict[str, Any] | list[str]
 
 
@@ -28,15 +30,16 @@ class BodyError(ValueError):
 class RowParser:
     """Feed bytes as they arrive; get complete rows back. close() says whether the body was whole.
 
-    ndjson and json give dicts; csv and text give lists of strings (the header is checked, not returned).
-    `columns` are the ones the body carries, in order (columns=): every column by default.
+    ndjson and json give dicts; csv and text give lists of strings (the header is read, not returned:
+    `columns` holds it). With `columns` given, the CSV header must be exactly those.
     """
 
-    def __init__(self, fmt: str, columns: tuple[str, ...] = COLUMNS) -> None:
+    def __init__(self, fmt: str, columns: tuple[str, ...] | None = None) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
         self.format = fmt
-        self.columns = tuple(columns)
+        self._expected = None if columns is None else tuple(columns)
+        self.columns: tuple[str, ...] | None = self._expected
         self._bytes = b""
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -138,10 +141,12 @@ class RowParser:
         self._text = text[end:]
         records = list(csv.reader(io.StringIO(text[:end], newline="")))
         if not self._header_seen:
-            header, records = records[0], records[1:]
-            if tuple(header) != self.columns:
-                raise BodyError(f"unexpected CSV header {header!r}")
+            header, records = tuple(records[0]), records[1:]
+            if self._expected is not None and header != self._expected:
+                raise BodyError(f"unexpected CSV header {list(header)!r}")
+            self.columns = header
             self._header_seen = True
+        assert self.columns is not None
         width = len(self.columns)
         for record in records:
             if len(record) != width:
@@ -155,6 +160,28 @@ def row_id(row: Row, position: int = 0) -> int:
         return int(row["id"] if isinstance(row, dict) else row[position])
     except (KeyError, IndexError, TypeError, ValueError):
         raise BodyError(f"row without a valid id: {str(row)[:80]}") from None
+
+
+def key_values(fmt: str, record: bytes, key: tuple[str, ...], columns: tuple[str, ...] | None) -> tuple[str, ...]:
+    """A record's key, each value as text the server reads back as the same value (its exact digits for
+    a number: a float would round a numeric's); BodyError if the record does not carry the key."""
+    try:
+        if fmt in ("ndjson", "json"):
+            row = json.loads(record, parse_float=str, parse_int=str)
+            return tuple(_key_text(row[name]) for name in key)
+        assert columns is not None
+        fields = next(csv.reader(io.StringIO(record.decode("utf-8"), newline="")))
+        return tuple(fields[columns.index(name)] for name in key)
+    except (KeyError, ValueError, IndexError, StopIteration) as exc:
+        raise BodyError(f"a record without its key ({', '.join(key)}): {exc}") from None
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str):
+        raise ValueError(f"a key value that is {type(value).__name__}")
+    return value
 
 
 def verify_ids(ids: Iterable[int], expected_rows: int | None, after_id: int = 0) -> int:

@@ -1,28 +1,43 @@
 """The request loop every reader shares: ask, decode as it arrives, and after a drop ask again for the rest.
 
-A Decoder turns one response's bytes into items (text batches, Arrow messages) and says how many rows
-each carries and the last id among them; this loop requests, retries with backoff from the last id
-received (`after_id`), counts the rows, and tells on_count what each response announces.
+A Decoder turns one response's bytes into items (text batches, Arrow messages), says how many rows each
+carries, and on a drop the key of the last whole row received; this loop requests, retries with backoff
+after that key (`after=`, the key's columns named by the response's X-Key header), counts the rows,
+and tells on_count what each response announces. A relation without a key (no X-Key) cannot be resumed
+once rows have arrived: CannotResume, never a guess.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
 
-from ..columns import KEY
-from .errors import CannotResume, GaveUp, Retry, Retryable, RowCount, announced_count, describe, rejection, retry_after
+from .errors import (
+    CannotResume,
+    GaveUp,
+    NothingListening,
+    Retry,
+    Retryable,
+    RowCount,
+    announced_count,
+    describe,
+    refused,
+    rejection,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
 # The query parameters the client sets itself on every (re)request.
-OWN_PARAMETERS = ("format", "after_id", "limit", "page_size", "columns")
+OWN_PARAMETERS = ("format", "after", "after_id", "limit", "page_size", "columns")
+Key = tuple[str, ...]
 MAX_BACKOFF_SECONDS = 8.0
 READ_CHUNK_BYTES = 1 << 16
 
@@ -36,8 +51,15 @@ class Decoder(Protocol[T]):
     def close(self) -> None:
         """Raise Retryable when the body stopped short of its end."""
 
-    def advance(self, item: T, last_id: int) -> tuple[int, int]:
-        """(rows the item carries, the last id so far); BodyError if its ids do not run on after last_id."""
+    def advance(self, item: T) -> int:
+        """The rows the item carries; BodyError if a key of one integer column does not go up."""
+
+    def last_key(self) -> Key | None:
+        """The last whole row's key, as text the server reads back (None before the first row)."""
+
+
+# Makes a response's decoder, given the key its X-Key header names (None: the relation has none).
+NewDecoder = Callable[[Key | None], Decoder[T]]
 
 
 @dataclass(frozen=True)
@@ -47,7 +69,8 @@ class Options:
     url: str
     token: str
     format: str
-    after_id: int = 0
+    # The key of the row to start after (its values as text); None: from the first row.
+    after: Key | None = None
     limit: int | None = None
     page_size: int | None = None
     columns: tuple[str, ...] | None = None
@@ -62,12 +85,21 @@ class Options:
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0:
             raise ValueError("retries and backoff must be >= 0")
-        _request_url(self.url, self.format, self.after_id, self.limit, self.page_size, self.columns)
+        _request_url(self.url, self.format, self.after, self.limit, self.page_size, self.columns)
 
-    @property
-    def resumable(self) -> bool:
-        """Whether a drop after rows arrived can be resumed: only with the id among the columns."""
-        return self.columns is None or KEY in self.columns
+    def resumable(self, key: Key | None) -> bool:
+        """Whether a drop after rows arrived can be resumed: the relation has a key, among the columns."""
+        return key is not None and (self.columns is None or all(name in self.columns for name in key))
+
+
+def after_argument(after: Any, after_id: int | None = None) -> Key | None:
+    """after= as the key's values in text: a sequence of values (a composite key), one value, or after_id."""
+    if after is not None and after_id is not None:
+        raise ValueError("give after or after_id, not both")
+    if after is None:
+        return None if after_id is None else (str(after_id),)
+    values = after if isinstance(after, list | tuple) else (after,)
+    return tuple(str(value).lower() if isinstance(value, bool) else str(value) for value in values)
 
 
 def columns_argument(columns: Sequence[str] | str | None) -> tuple[str, ...] | None:
@@ -81,23 +113,32 @@ def columns_argument(columns: Sequence[str] | str | None) -> tuple[str, ...] | N
 
 
 def _request_url(
-    url: str, fmt: str, after_id: int, limit: int | None, page_size: int | None, columns: tuple[str, ...] | None
+    url: str, fmt: str, after: Key | None, limit: int | None, page_size: int | None, columns: tuple[str, ...] | None
 ) -> URL:
     base = URL(url)
     clash = [name for name in OWN_PARAMETERS if name in base.query]
     if clash:
         raise ValueError(f"pass {clash[0]} as an argument, not in the URL")
-    query: dict[str, str | int] = {"format": fmt, "after_id": after_id}
+    query: dict[str, str | int] = {"format": fmt}
+    if after is not None:
+        query["after"] = json.dumps(list(after), ensure_ascii=False)
     if limit is not None:
         query["limit"] = limit
     if page_size is not None:
         query["page_size"] = page_size
     if columns is not None:
-        query["columns"] = ",".join(columns)
+        query["columns"] = ",".join(_quoted_name(name) for name in columns)
     return base.update_query(query)
 
 
-async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> AsyncIterator[T]:
+def _quoted_name(name: str) -> str:
+    """A name in columns=, in double quotes where it holds a comma or a quote (or spaces at its ends)."""
+    if "," in name or '"' in name or name != name.strip():
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterator[T]:
     """The items of the export, each exactly once, resuming after drops (see stream_rows for the rules)."""
     own_session = options.session is None
     session = options.session or aiohttp.ClientSession(
@@ -108,23 +149,33 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
     headers = {"Authorization": f"JWT {options.token}", "Accept-Encoding": coding}
     limit = options.limit
     received = 0
-    last_id = options.after_id
+    after = options.after
+    # The key the first response named: every resumed response must name the same.
+    key: Key | None = None
     failures = 0
+    # Whether a server has answered yet: until one has, a refused connection is a wrong URL, not a restart.
+    answered = False
     known: RowCount | None = None
     try:
         while limit is None or received < limit:
             remaining = None if limit is None else limit - received
             request_url = _request_url(
-                options.url, options.format, last_id, remaining, options.page_size, options.columns
+                options.url, options.format, after, remaining, options.page_size, options.columns
             )
-            decoder = new_decoder()
+            decoder: Decoder[T] | None = None
             progressed = False
             try:
                 async with session.get(request_url, headers=headers) as response:
+                    answered = True
                     if response.status >= 500 or response.status == 429:
                         raise Retryable(f"HTTP {response.status} {response.reason}", retry_after(response))
                     if response.status != 200:
                         raise await rejection(response)
+                    named = _named_key(response.headers)
+                    if received and named != key:
+                        raise CannotResume(received, f"the table's key changed ({key} before, {named} now)")
+                    key = named
+                    decoder = new_decoder(key)
                     count = announced_count(response.headers, received)
                     # An estimate never replaces an exact count: the rows left were known exactly.
                     if count is not None and not (known is not None and known.exact and not count.exact):
@@ -133,7 +184,7 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
                             options.on_count(count)
                     async for data in response.content.iter_chunked(READ_CHUNK_BYTES):
                         for item in decoder.feed(data):
-                            rows, last_id = decoder.advance(item, last_id)
+                            rows = decoder.advance(item)
                             received += rows
                             progressed = progressed or rows > 0
                             yield item
@@ -141,16 +192,20 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
                 return
             except (Retryable, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 reason = describe(exc)
-                if received and not options.resumable:
-                    raise CannotResume(received, reason) from exc
+                if not answered and refused(exc):
+                    raise NothingListening(reason, after) from exc
+                if received and not options.resumable(key):
+                    raise CannotResume(received, reason, key is None) from exc
+                if progressed and decoder is not None:
+                    after = decoder.last_key()
                 # An attempt that brought rows starts the count again: only stalls use up the retries.
                 failures = 1 if progressed else failures + 1
                 if failures > options.retries:
-                    raise GaveUp(failures, received, last_id, reason) from exc
+                    raise GaveUp(failures, received, after, reason) from exc
                 delay = min(options.backoff * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
                 if isinstance(exc, Retryable) and exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
-                event = Retry(failures, options.retries, delay, reason, received, last_id)
+                event = Retry(failures, options.retries, delay, reason, received, after)
                 if options.on_retry is None:
                     log.warning("%s", event)
                 else:
@@ -159,3 +214,15 @@ async def resumable(options: Options, new_decoder: Callable[[], Decoder[T]]) -> 
     finally:
         if own_session:
             await session.close()
+
+
+def _named_key(headers: Any) -> Key | None:
+    """The key the response names (X-Key, a JSON array of column names); None for a relation without one."""
+    raw = headers.get("X-Key")
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return tuple(names) if isinstance(names, list) and all(isinstance(name, str) for name in names) else None

@@ -3,8 +3,8 @@
     async for row in stream_rows("http://127.0.0.1:8080/chunked", token, format="csv"):
         ...
 
-A dropped connection or an incomplete body is retried with backoff from the last id received
-(`after_id`), so every row arrives exactly once, in id order. 401 and 400 raise at once.
+A dropped connection or an incomplete body is retried with backoff after the last row received (by
+the table's key, `after=`), so every row arrives exactly once, in key order. 401 and 400 raise at once.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from ..columns import COLUMNS, KEY
 from .errors import Retry, Retryable, RowCount
-from .records import FORMATS, BodyError, RecordSplitter, Row, RowParser, row_id
-from .resume import Options, columns_argument, resumable
+from .records import FORMATS, BodyError, RecordSplitter, Row, RowParser, key_values
+from .resume import Key, Options, after_argument, columns_argument, resumable
 
 # The client's formats: the server's text formats, and Arrow (which needs pyarrow).
 ARROW = "arrow"
@@ -62,18 +61,24 @@ class Batch:
 class _TextDecoder:
     """The rows and records of one text response, as they arrive."""
 
-    def __init__(self, fmt: str, columns: tuple[str, ...]) -> None:
+    def __init__(self, fmt: str, key: Key | None, columns: tuple[str, ...] | None) -> None:
+        self._format = fmt
         self._splitter = RecordSplitter(fmt)
         self._parser = RowParser(fmt, columns)
         self._head_sent = False
-        # Where a CSV record holds the id; None when columns= left it out (then ids are not checked).
-        self._id_at = columns.index(KEY) if KEY in columns else None
+        self._key = key
+        self._last_record: bytes | None = None
+        # A key of one integer column must go up from batch to batch (a row sent twice after a resume, or
+        # out of order, is a BodyError); checked at each batch's ends, not per row.
+        self._last_id: int | None = None
 
     def feed(self, data: bytes) -> list[Batch]:
         consumed, records = self._splitter.feed(data)
         rows = self._parser.feed(consumed) if consumed else []
         if len(rows) != len(records):
             raise BodyError(f"{len(rows)} rows parsed from {len(records)} records: unexpected body layout")
+        if records:
+            self._last_record = records[-1]
         head = None
         if not self._head_sent and self._splitter.head is not None:
             head, self._head_sent = self._splitter.head, True
@@ -89,22 +94,43 @@ class _TextDecoder:
         except BodyError as exc:
             raise Retryable(f"incomplete body: {exc}") from None
 
-    def advance(self, batch: Batch, last_id: int) -> tuple[int, int]:
-        if self._id_at is not None:
-            for row in batch.rows:
-                this_id = row_id(row, self._id_at)
-                if this_id <= last_id:
-                    raise BodyError(f"id {this_id} after id {last_id}: duplicated or out of order row")
-                last_id = this_id
-        return len(batch.rows), last_id
+    def advance(self, batch: Batch) -> int:
+        if self._key is not None and len(self._key) == 1 and batch.rows:
+            first, last = self._integer(batch.rows[0]), self._integer(batch.rows[-1])
+            if first is not None and last is not None:
+                if (self._last_id is not None and first <= self._last_id) or last < first:
+                    raise BodyError(f"id {first} after id {self._last_id}: duplicated or out of order rows")
+                self._last_id = last
+        return len(batch.rows)
+
+    def _integer(self, row: Row) -> int | None:
+        """The row's key as an int, if it is one (else the key is not checked)."""
+        assert self._key is not None
+        name = self._key[0]
+        if isinstance(row, dict):
+            value = row.get(name)
+        else:
+            columns = self._parser.columns or ()
+            value = row[columns.index(name)] if name in columns else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        return None
+
+    def last_key(self) -> Key | None:
+        if self._key is None or self._last_record is None:
+            return None
+        return key_values(self._format, self._last_record, self._key, self._parser.columns)
 
 
 async def stream_batches(
     url: str,
     token: str,
     format: str = "ndjson",
-    after_id: int = 0,
+    after_id: int | None = None,
     *,
+    after: Any = None,
     limit: int | None = None,
     page_size: int | None = None,
     columns: Sequence[str] | str | None = None,
@@ -127,7 +153,7 @@ async def stream_batches(
         url,
         token,
         format,
-        after_id,
+        after_argument(after, after_id),
         limit=limit,
         page_size=page_size,
         columns=names,
@@ -139,7 +165,7 @@ async def stream_batches(
         on_count=on_count,
         compressed=compressed,
     )
-    batches = resumable(options, lambda: _TextDecoder(format, names or COLUMNS))
+    batches = resumable(options, lambda key: _TextDecoder(format, key, names))
     async with aclosing(batches):
         async for batch in batches:
             yield batch
@@ -149,8 +175,9 @@ async def stream_rows(
     url: str,
     token: str,
     format: str = "ndjson",
-    after_id: int = 0,
+    after_id: int | None = None,
     *,
+    after: Any = None,
     limit: int | None = None,
     page_size: int | None = None,
     columns: Sequence[str] | str | None = None,
@@ -165,15 +192,19 @@ async def stream_rows(
 ) -> AsyncIterator[Any]:
     """Rows of an export as they arrive: dicts for ndjson/json, lists of strings for csv/text.
 
-    url is the endpoint (".../chunked" or ".../standard"); rows come after `after_id`, at most `limit`
-    of them, with the `columns` named (a list, or "x,y,id"; every column by default). A dropped
-    connection, a truncated body or a 5xx is retried from the last id yielded, waiting backoff,
+    url is the endpoint and table (".../chunked/orders", ".../standard/sales.orders", ".../chunked" for
+    the default table); rows come after the key `after` (its value, or a list of values for a key of
+    several columns; `after_id` for an integer key), at most `limit` of them, with the `columns` named
+    (a list, or "x,y,id"; every column by default). A dropped connection, a truncated body or a 5xx is
+    retried after the last row yielded (by the key the response names in X-Key), waiting backoff,
     2*backoff, ... (at most 8 s, or the server's Retry-After), at most `retries` times in a row (an
-    attempt that brings rows starts the count again), then GaveUp is raised. Resuming needs the id:
-    with `columns` that leave it out, a failure after rows arrived raises CannotResume (one before the
-    first row is retried as usual). 401 raises Unauthorized, 400 BadRequest, other 4xx RequestRejected,
-    each carrying the server's message. Memory stays flat: rows are parsed from each network read and
-    never collected. The body travels zstd-compressed (decoded as it arrives) unless `compressed` is False.
+    attempt that brings rows starts the count again), then GaveUp is raised; a connection refused before
+    any server answered raises NothingListening (a GaveUp) at once. Resuming needs the key: for a table
+    without one (a view), or with `columns` that leave it out, a failure after rows arrived raises
+    CannotResume (one before the first row is retried as usual). 401 raises Unauthorized, 400
+    BadRequest, other 4xx RequestRejected, each carrying the server's message. Memory stays flat: rows
+    are parsed from each network read and never collected. The body travels zstd-compressed (decoded as
+    it arrives) unless `compressed` is False.
 
     format="arrow" (needs pyarrow) yields pyarrow.RecordBatch objects, one per page, or with
     as_rows=True one dict per row with typed values (int, float, str, datetime).
@@ -182,6 +213,7 @@ async def stream_rows(
     `rows` counts the whole stream, so after a resume it is the rows already received plus the rest.
     """
     common: dict[str, Any] = {
+        "after": after,
         "limit": limit,
         "page_size": page_size,
         "columns": columns,

@@ -10,35 +10,15 @@ The one place that decides this, for `serve`, `seed`, the benchmark and the test
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import asyncpg
 
 from ..settings import Settings
+from . import disk
+from .demo import DEMO_TABLES, Progress, Reseed, Seeding, ensure_rows
 from .embedded import EmbeddedPostgres
-from .schema import row_count, seed
-
-log = logging.getLogger(__name__)
-
-# "empty": seed only a missing or empty table (serve); "different": make it hold exactly `rows` (bench,
-# tests); "always": reload it even when it already holds them (the seed command).
-Reseed = Literal["empty", "different", "always"]
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Seeding:
-    """The rows the table holds after ensure_rows, and whether it had to be (re)loaded for that."""
-
-    rows: int
-    seeded: bool
-    seconds: float
 
 
 class Database:
@@ -48,6 +28,8 @@ class Database:
         self._configured_url = settings.database_url
         self._embedded = None if settings.database_url else EmbeddedPostgres(data_path or settings.data_path)
         self.url: str | None = None
+        # A full disk met while seeding: the embedded server cannot write a shutdown checkpoint.
+        self._out_of_space = False
 
     @property
     def embedded(self) -> EmbeddedPostgres | None:
@@ -73,7 +55,7 @@ class Database:
         """Let go of the database; True when that stopped the embedded server (the last process using it)."""
         if self._embedded is None:
             return False
-        return await asyncio.to_thread(self._embedded.stop)
+        return await asyncio.to_thread(self._embedded.stop, self._out_of_space)
 
     async def __aenter__(self) -> Database:
         await self.start()
@@ -84,20 +66,24 @@ class Database:
     ) -> None:
         await self.stop()
 
-    async def ensure_rows(self, rows: int, when: Reseed = "empty", progress: Progress | None = None) -> Seeding:
-        """Seed the points table with rows 1..rows when `when` says so."""
+    async def ensure_demo(self, rows: int, progress: Progress | None = None) -> Seeding | None:
+        """The embedded database's demo table, seeded with rows 1..rows on its first start. A database at
+        database_url is the user's: nothing is written to it unasked (None)."""
+        if self._embedded is None:
+            return None
+        return await self.ensure_rows(rows, "empty", progress)
+
+    async def ensure_rows(
+        self, rows: int, when: Reseed = "empty", progress: Progress | None = None, table: str = "points"
+    ) -> Seeding:
+        """Seed a demo table (db.demo: points, orders, blobs) with rows 1..rows when `when` says so
+        (NotTheDemoTable if a table of its name has another shape)."""
         assert self.url is not None, "start() first"
-        started = time.perf_counter()
-        conn = await asyncpg.connect(self.url)
+        since = disk.log_position(self._embedded)
         try:
-            held = await row_count(conn)
-            needed = {"empty": held == 0 and rows > 0, "different": held != rows, "always": True}[when]
-            if not needed:
-                return Seeding(held, False, time.perf_counter() - started)
-            log.info("seeding the points table with %s rows", f"{rows:,}")
-            await seed(conn, rows, None if progress is None else (lambda done: progress(done, rows)))
-            seconds = time.perf_counter() - started
-            log.info("seeded %s rows in %.1f s", f"{rows:,}", seconds)
-            return Seeding(rows, True, seconds)
-        finally:
-            await conn.close()
+            return await ensure_rows(self.url, DEMO_TABLES[table], rows, when, progress)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            if disk.ran_out(exc, self._embedded, since):
+                self._out_of_space = True
+                raise disk.no_space(rows, self._embedded, exc, table) from exc
+            raise

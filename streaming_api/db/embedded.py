@@ -129,9 +129,10 @@ class EmbeddedPostgres:
 
     # --- let go --------------------------------------------------------------------------------------
 
-    def stop(self) -> bool:
-        """Let go; the last owner out stops the server. True when this call stopped it (False: not started
-        here, or other processes still use it). Safe to call twice, and after the server crashed."""
+    def stop(self, immediate: bool = False) -> bool:
+        """Let go; the last owner out stops the server (immediate: without its shutdown checkpoint). True when
+        this call stopped it (False: not started here, or other processes still use it). Safe to call twice,
+        and after the server crashed."""
         if self._owner_fd is None:
             return False
         atexit.unregister(self.stop)
@@ -146,7 +147,7 @@ class EmbeddedPostgres:
             self._url = None
             # A short wait, not a single try: the watchdog, woken as our lock went, holds the lock for an instant.
             if got_start and lock(probe_fd, fcntl.LOCK_EX, LAST_OWNER_PROBE_SECONDS):
-                outcome = stop_server(self.pgdata)
+                outcome = stop_server(self.pgdata, immediate)
                 stopped = outcome.startswith("stopped")
                 log.info("embedded PostgreSQL in %s: %s", self.pgdata, "stopped" if stopped else outcome)
             else:

@@ -24,10 +24,14 @@ class Lanes:
 
     FIRST, LATER = 0, 1
 
-    def __init__(self, pool: asyncpg.Pool, capacity: int, unit_begin: str | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, capacity: int, unit_begin: str | None = None, long_timeout: float = 600.0
+    ) -> None:
         self.pool = pool
         # Behind a transaction pooler: what opens each unit of work's transaction (db.pool.Connected).
         self.unit_begin = unit_begin
+        # statement_timeout for a statement that is the whole export (request_deadline), in ms.
+        self._long_timeout_ms = max(1, round(long_timeout * 1000))
         self._free = capacity
         # LATER may not take the last `_reserved` free connections.
         self._reserved = capacity // 2
@@ -42,13 +46,28 @@ class Lanes:
     @contextlib.asynccontextmanager
     async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
         """A connection for one unit of work (a page, a count, a ping), given back when it is done."""
+        async with self._unit(priority, self.unit_begin) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, priority: int, long: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for a unit of work in a transaction of its own: a cursor's, or (`long`) one statement
+        that is a whole export, allowed request_deadline rather than statement_timeout."""
+        begin = self.unit_begin or "BEGIN"
+        if long:
+            begin += f"; SET LOCAL statement_timeout = {self._long_timeout_ms}"
+        async with self._unit(priority, begin) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _unit(self, priority: int, begin: str | None) -> AsyncIterator[asyncpg.Connection]:
         await self._take(priority)
         try:
             async with self.pool.acquire() as conn:
-                if self.unit_begin is None:
+                if begin is None:
                     yield conn
                 else:
-                    async with _transaction(conn, self.unit_begin):
+                    async with _transaction(conn, begin):
                         yield conn
         finally:
             self._free += 1

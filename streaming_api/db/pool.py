@@ -35,9 +35,18 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-# Output must not depend on the server's time zone: every format writes UTC. client_encoding as the
-# server spells it, so a pooler that tracks it has nothing to SET before each transaction.
+# Output must not depend on the database's settings (the type contract, export.values): every format writes
+# UTC, ISO dates, ISO 8601 intervals, doubles that read back exactly, bytea in hex, and SQL literals whose
+# backslashes are plain. client_encoding as the server spells it, so a pooler that tracks it has nothing to
+# SET before each transaction. A stock PgBouncer passes on only the first three as startup parameters.
 BASE_SERVER_SETTINGS = {"application_name": "streaming_api", "TimeZone": "UTC", "client_encoding": "UTF8"}
+OUTPUT_SETTINGS = {
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "iso_8601",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "standard_conforming_strings": "on",
+}
 
 
 @dataclass(frozen=True)
@@ -79,13 +88,15 @@ async def create_pool(url: str, min_size: int, max_size: int, statement_timeout:
     unit_begin = None
     if behind_pooler:
         log.info(
-            "a connection pooler (PgBouncer?) is in front of PostgreSQL: statement_timeout is set in each "
-            "transaction, and no statement relies on the session"
+            "a connection pooler (PgBouncer?) is in front of PostgreSQL: statement_timeout and the output "
+            "settings are set in each transaction, and no statement relies on the session"
         )
-        unit_begin = f"BEGIN; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = 'UTC'"
+        pinned = {"statement_timeout": str(timeout_ms), "TimeZone": "UTC", **OUTPUT_SETTINGS}
+        unit_begin = "BEGIN; " + "; ".join(f"SET LOCAL {name} = '{value}'" for name, value in pinned.items())
     else:
         # Enforced by PostgreSQL itself, so a stuck query ends even if the client side is blocked.
         server_settings["statement_timeout"] = str(timeout_ms)
+        server_settings.update(OUTPUT_SETTINGS)
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,

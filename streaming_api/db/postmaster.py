@@ -172,9 +172,10 @@ def processes_in(pgdata: Path) -> list[int]:
     return found
 
 
-def stop_server(pgdata: Path) -> str:
+def stop_server(pgdata: Path, immediate: bool = False) -> str:
     """Stop the server of pgdata; what was done, for a log line. The caller holds start.lock and no owner is
-    left, so nobody starts or joins meanwhile."""
+    left, so nobody starts or joins meanwhile. immediate: without a shutdown checkpoint (PostgreSQL recovers
+    at the next start), for a server that could not write one (a full disk)."""
     pid = live_postmaster(pgdata)
     deadline = time.monotonic() + SETTLE_SECONDS
     while pid is None and processes_in(pgdata) and time.monotonic() < deadline:
@@ -183,7 +184,8 @@ def stop_server(pgdata: Path) -> str:
         pid = live_postmaster(pgdata)
     if pid is None:
         return "not running"
-    done = run_binary("pg_ctl", "-D", str(pgdata), "-m", "fast", "-w", "-t", str(int(STOP_SECONDS)), "stop")
+    mode = "immediate" if immediate else "fast"
+    done = run_binary("pg_ctl", "-D", str(pgdata), "-m", mode, "-w", "-t", str(int(STOP_SECONDS)), "stop")
     if done.returncode == 0:
         # pg_ctl returns once postmaster.pid is gone; the process itself exits a moment later.
         _wait_gone(pid, STOP_SECONDS)

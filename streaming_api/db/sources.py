@@ -58,9 +58,21 @@ class Source:
         return self.lanes is not None and (self.healthy or now >= self.retry_at)
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """How every source's pool is made: its connections, and the time limits of its statements."""
+
+    min_size: int
+    max_size: int
+    statement_timeout: float
+    # For a statement that is a whole export (a relation without a key): request_deadline.
+    long_timeout: float
+
+
 @dataclass
 class Sources:
     primary: Source
+    size: PoolSize
     replicas: list[Source] = field(default_factory=list)
     _turn: itertools.count = field(default_factory=itertools.count)
     _checking: asyncio.Task[None] | None = None
@@ -96,17 +108,18 @@ class Sources:
             raise ConnectionError(source.error or "not connected")
         await source.lanes.ping(PING_SECONDS)
 
-    async def connect(self, source: Source, min_size: int, max_size: int, statement_timeout: float) -> None:
+    async def connect(self, source: Source) -> None:
         """Open the source's pool, and its lanes over it."""
-        connected = await create_pool(source.url, min_size, max_size, statement_timeout)
-        source.lanes = Lanes(connected.pool, max_size, connected.unit_begin)
+        size = self.size
+        connected = await create_pool(source.url, size.min_size, size.max_size, size.statement_timeout)
+        source.lanes = Lanes(connected.pool, size.max_size, connected.unit_begin, size.long_timeout)
 
-    async def start_replicas(self, min_size: int, max_size: int, statement_timeout: float) -> None:
+    async def start_replicas(self) -> None:
         """Connect to every replica; one that does not answer is a warning (it is tried again later)."""
 
         async def connect(replica: Source) -> None:
             try:
-                await self.connect(replica, min_size, max_size, statement_timeout)
+                await self.connect(replica)
                 replica.healthy = True
             except (*DB_ERRORS, asyncpg.PostgresError) as exc:
                 replica.error = _describe(exc)
@@ -115,9 +128,9 @@ class Sources:
 
         await asyncio.gather(*(connect(replica) for replica in self.replicas))
         if self.replicas:
-            self._checking = asyncio.ensure_future(self._check_forever(min_size, max_size, statement_timeout))
+            self._checking = asyncio.ensure_future(self._check_forever())
 
-    async def _check_forever(self, min_size: int, max_size: int, statement_timeout: float) -> None:
+    async def _check_forever(self) -> None:
         """Bring set-aside replicas back (connecting those that were down at start-up) once they answer."""
         while True:
             await asyncio.sleep(CHECK_SECONDS)
@@ -126,7 +139,7 @@ class Sources:
                     continue
                 try:
                     if replica.lanes is None:
-                        await self.connect(replica, min_size, max_size, statement_timeout)
+                        await self.connect(replica)
                     await self.ping(replica)
                 except (*DB_ERRORS, asyncpg.PostgresError) as exc:
                     replica.error = _describe(exc)
@@ -148,8 +161,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def sources_for(primary_url: str, replica_urls: tuple[str, ...]) -> Sources:
+def sources_for(primary_url: str, replica_urls: tuple[str, ...], size: PoolSize) -> Sources:
     replicas = [
         Source(f"replica {index} ({where(url)})", url, replica=True) for index, url in enumerate(replica_urls, start=1)
     ]
-    return Sources(Source("primary", primary_url, replica=False, healthy=True), replicas)
+    return Sources(Source("primary", primary_url, replica=False, healthy=True), size, replicas)

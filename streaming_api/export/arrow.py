@@ -1,121 +1,289 @@
 """format=arrow: an Arrow IPC stream, the schema first, one record batch per page, the end-of-stream marker last.
 
-No Python runs per row. PostgreSQL transposes each page into one row: its fixed-width columns as one
-bytea of big-endian records (int8send, float8send, timestamptz_send, and each text value's length), and
-each text column's bytes concatenated. numpy reads the records with one structured view, the text's
-offsets are a cumulative sum of its lengths, and pyarrow wraps the buffers as a RecordBatch. (Measured
-against decoding PostgreSQL's row-by-row binary COPY in numpy, an array_agg per column, ADBC's driver and
-pyarrow's CSV reader: this was the fastest, and the cheapest in Python.)
+No Python runs per row. PostgreSQL folds each page into one row of byte strings ("streams"): a record
+per row, holding every fixed-width value in its binary form (int8send, float8send, timestamptz_send...)
+behind a null flag where the column may be NULL, every variable-width value's length (-1 for NULL) and
+every array's element count; then each variable-width column's bytes; then each array's elements, as
+records of their own (and their bytes). numpy reads the records with one structured view, offsets are
+cumulative sums of lengths, and pyarrow wraps the buffers as arrays (decimals cast from text in C++).
 
-The page is still one statement, a binary COPY whose bounds are integers, so it works behind PgBouncer.
+Types follow ADBC's PostgreSQL driver (int2 → int16, timestamptz → timestamp[us, UTC], interval →
+month_day_nano, uuid → arrow.uuid, json(b) → arrow.json, numeric → its text, arrays → list); where this
+differs (numeric(p,s) → decimal128, oid → uint32, ±infinity → null, other types as their text),
+docs/types.md says so.
+
+A page is one statement, a binary COPY, so it works behind PgBouncer in transaction pooling; a relation
+without a key is read through a cursor whose rows are the same streams, a row at a time (cursor_query).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Integer, LargeBinary, Select, cast, func, literal_column, select
+from sqlalchemy import Integer, Select, cast, func, literal_column, select, text, true
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from ..db.schema import points
-from .layout import Bound, Layout
+from ..db.catalog import Column, Table
+from ..db.statements import Bound, quote_identifier, table_clause
+from .arrow_types import Codec, Fixed, ListOf, Var, codec
+from .layout import Layout
 
 # The IPC stream's end-of-stream marker: without it a reader knows the stream was cut short.
 END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-# PostgreSQL counts time from 2000-01-01, Arrow from 1970-01-01: the difference in microseconds.
-POSTGRES_EPOCH_US = 946_684_800_000_000
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-_EMPTY_BYTEA = literal_column("''::bytea", LargeBinary)
-_UTF8 = literal_column("'UTF8'")
-
-# Per column: its Arrow type, and (for fixed-width ones) PostgreSQL's binary send function and numpy dtype.
-_TYPES: dict[str, tuple[pa.DataType, str | None, str]] = {
-    "id": (pa.int64(), "int8send", ">i8"),
-    "x": (pa.float64(), "float8send", ">f8"),
-    "y": (pa.float64(), "float8send", ">f8"),
-    "value": (pa.float64(), "float8send", ">f8"),
-    "recorded_at": (pa.timestamp("us", tz="UTC"), "timestamptz_send", ">i8"),
-    # Text: its length (int4) in the record, its bytes in a column of their own.
-    "label": (pa.utf8(), None, ">i4"),
-}
+_NULL = "'\\xffffffff'::bytea"
 
 
-def schema(columns: tuple[str, ...]) -> pa.Schema:
-    return pa.schema([pa.field(name, _TYPES[name][0], nullable=False) for name in columns])
+@dataclass
+class _Slot:
+    """Where one Arrow column (or an array's elements) is in the page: its record fields and streams."""
+
+    codec: Codec
+    flag: str | None
+    value: str
+    # Var: the stream of its bytes. ListOf: the stream of its elements' records.
+    stream: int | None = None
+    element: _Slot | None = None
 
 
-def _query(columns: tuple[str, ...], bound: Bound) -> Select:
-    """count(*), the records, then one aggregate per text column, over the page's rows in id order."""
-    page = bound(select(points.c.id, *(points.c[name] for name in columns if name != "id"))).subquery("page")
-    parts = []
-    for name in columns:
-        send = _TYPES[name][1]
-        parts.append(
-            func.int4send(func.octet_length(page.c[name])) if send is None else getattr(func, send)(page.c[name])
-        )
-    record = parts[0]
-    for part in parts[1:]:
-        record = record.op("||")(part)
-    texts = [
-        func.string_agg(func.convert_to(page.c[name], _UTF8), aggregate_order_by(_EMPTY_BYTEA, page.c.id))
-        for name in columns
-        if _TYPES[name][1] is None
-    ]
-    return select(
-        cast(func.count(), Integer), func.string_agg(record, aggregate_order_by(_EMPTY_BYTEA, page.c.id)), *texts
-    )
+@dataclass
+class _Record:
+    """A record being laid out: the SQL of its pieces (joined with ||) and numpy's fields to read them."""
+
+    pieces: list[str]
+    fields: list[tuple[str, str | np.dtype]]
+
+    @property
+    def sql(self) -> str:
+        return " || ".join(self.pieces)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.fields)
+
+
+def _place(value: str, kind: Fixed | Var, nullable: bool, name: str, record: _Record) -> tuple[_Slot, str | None]:
+    """Lay a prepared value out in `record`: (its slot, the SQL of its bytes for a stream of their own)."""
+    if isinstance(kind, Fixed):
+        flag = None
+        sent = f"{kind.send}({value})"
+        if nullable or kind.makes_nulls:
+            flag = name + ".null"
+            record.pieces.append(f"CASE WHEN ({value}) IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END")
+            record.fields.append((flag, "u1"))
+            sent = f"coalesce({sent}, '\\x{'00' * kind.dtype.itemsize}'::bytea)"
+        record.pieces.append(sent)
+        record.fields.append((name, kind.dtype))
+        return _Slot(kind, flag, name), None
+    length = f"int4send({kind.length(value)})"
+    record.pieces.append(f"coalesce({length}, {_NULL})" if nullable or kind.makes_nulls else length)
+    record.fields.append((name, ">i4"))
+    return _Slot(kind, None, name), kind.to_bytes(value)
 
 
 class PageDecoder:
-    """A page's binary COPY output (one row: the count, the records, the text columns) as a RecordBatch."""
+    """A page's streams (as PostgreSQL folded them) as a RecordBatch.
 
-    def __init__(self, columns: tuple[str, ...]) -> None:
+    The page's query has two levels. Inside, one row per table row: each column's value prepared once
+    (its text, a decimal's scaled integer...), and each array's elements laid out by one LATERAL join.
+    Outside, the streams, each aggregated over those rows in key order: stream 0 the records (every
+    fixed-width value, every length and element count), then each column's bytes, each array's elements'
+    records and bytes."""
+
+    def __init__(self, served: Table, columns: tuple[str, ...]) -> None:
         self.columns = columns
-        self.schema = schema(columns)
-        self.record = np.dtype([(name, _TYPES[name][2]) for name in columns])
-        self.texts = [name for name in columns if _TYPES[name][1] is None]
+        chosen = [served.column(name) for name in columns]
+        utf8 = served.utf8
+        kinds = [codec(column.type, column, utf8) for column in chosen if column is not None]
+        self.schema = pa.schema(
+            [_field(column, kind) for column, kind in zip((c for c in chosen if c), kinds, strict=True)]
+        )
+        # The inner level: (SQL over the table, its name); and the LATERAL joins arrays need.
+        self.inner: list[tuple[str, str]] = []
+        self.laterals: list[tuple[str, str, tuple[str, ...]]] = []
+        # The outer level: the SQL of each stream over the inner rows (stream 0: the records), and how
+        # each reads back (the dtype of its records; None for bytes).
+        self.streams: list[str] = [""]
+        self.dtypes: list[np.dtype | None] = [None]
+        rows = _Record([], [])
+        self.slots = []
+        for i, (column, kind) in enumerate(zip((c for c in chosen if c), kinds, strict=True)):
+            ref = quote_identifier(column.name)
+            if isinstance(kind, ListOf):
+                self.slots.append(self._lay_out_array(i, ref, kind, column.nullable, rows))
+                continue
+            self.inner.append((kind.prepare(ref), f"_v{i}"))
+            slot, data = _place(f"page._v{i}", kind, column.nullable, f"c{i}", rows)
+            if data is not None:
+                slot.stream = self._stream(data, None)
+            self.slots.append(slot)
+        self.streams[0], self.dtypes[0] = rows.sql, rows.dtype
         self.empty = pa.RecordBatch.from_pylist([], schema=self.schema)
+
+    def _stream(self, sql: str, dtype: np.dtype | None) -> int:
+        self.streams.append(sql)
+        self.dtypes.append(dtype)
+        return len(self.streams) - 1
+
+    def _lay_out_array(self, i: int, ref: str, kind: ListOf, nullable: bool, rows: _Record) -> _Slot:
+        """An array: its element count in the record, and its elements' records (and bytes) laid out per row
+        by one LATERAL join over unnest (one subquery a row: a scalar subquery per stream cost four times it)."""
+        self.inner.append((f"cardinality({ref})", f"_v{i}"))
+        count = f"int4send(page._v{i})"
+        rows.pieces.append(f"coalesce({count}, {_NULL})" if nullable else count)
+        rows.fields.append((f"c{i}", ">i4"))
+        elements = _Record([], [])
+        element, data = _place(kind.element.prepare("_u._e"), kind.element, True, f"c{i}[]", elements)
+        aggregates = [f"string_agg({elements.sql}, ''::bytea ORDER BY _o) AS r"]
+        if data is not None:
+            aggregates.append(f"string_agg({data}, ''::bytea ORDER BY _o) AS b")
+        alias = f"_x{i}"
+        self.laterals.append(
+            (
+                f"SELECT {', '.join(aggregates)} FROM unnest({ref}) WITH ORDINALITY AS _u(_e, _o)",
+                alias,
+                ("r", "b") if data is not None else ("r",),
+            )
+        )
+        self.inner.append((f"{alias}.r", f"_r{i}"))
+        records = self._stream(f"page._r{i}", elements.dtype)
+        if data is not None:
+            self.inner.append((f"{alias}.b", f"_b{i}"))
+            element.stream = self._stream(f"page._b{i}", None)
+        return _Slot(kind, None, f"c{i}", records, element)
+
+    def batch(self, rows: int, streams: Sequence[bytes | memoryview]) -> pa.RecordBatch:
+        if rows == 0:
+            return self.empty
+        records = self._records(streams, 0, rows)
+        arrays = [self._array(slot, records, rows, streams) for slot in self.slots]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _records(self, streams: Sequence[bytes | memoryview], index: int, count: int) -> np.ndarray:
+        dtype = self.dtypes[index]
+        assert dtype is not None
+        data = streams[index]
+        if len(data) != count * dtype.itemsize:
+            raise ValueError("a page's records do not match its row count")
+        return np.frombuffer(data, dtype=dtype, count=count)
+
+    def _array(self, slot: _Slot, records: np.ndarray, count: int, streams: Sequence[bytes | memoryview]) -> pa.Array:
+        kind = slot.codec
+        if isinstance(kind, Fixed):
+            valid = None if slot.flag is None else records[slot.flag] != 0
+            values, finite = kind.convert(records[slot.value])
+            if finite is not None:
+                valid = finite if valid is None else valid & finite
+            array = pa.Array.from_buffers(
+                kind.extension.storage_type if kind.extension else kind.arrow_type,
+                count,
+                [_bitmap(valid), pa.py_buffer(values)],
+                null_count=_nulls(valid),
+            )
+            return pa.ExtensionArray.from_storage(kind.extension, array) if kind.extension else array
+        lengths = records[slot.value].astype(np.int32)
+        valid = lengths >= 0
+        offsets = np.zeros(count + 1, dtype=np.int32)
+        np.cumsum(np.where(valid, lengths, 0), out=offsets[1:])
+        validity = None if valid.all() else valid
+        if isinstance(kind, Var):
+            assert slot.stream is not None
+            data = streams[slot.stream]
+            if offsets[-1] != len(data):
+                raise ValueError("a page's bytes do not match their lengths")
+            array = pa.Array.from_buffers(
+                kind.storage,
+                count,
+                [_bitmap(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
+                null_count=_nulls(validity),
+            )
+            return kind.finish(array) if kind.finish else array
+        assert slot.stream is not None and slot.element is not None
+        elements = int(offsets[-1])
+        element_records = self._records(streams, slot.stream, elements)
+        child = self._array(slot.element, element_records, elements, streams)
+        return pa.Array.from_buffers(
+            kind.arrow_type,
+            count,
+            [_bitmap(validity), pa.py_buffer(offsets)],
+            null_count=_nulls(validity),
+            children=[child],
+        )
+
+    # --- SQL ----------------------------------------------------------------------------------------
+
+    def _rows(self, served: Table) -> Select:
+        """The inner level: a row per table row, each value prepared once."""
+        clause = table_clause(served)
+        source = clause
+        for sql, alias, names in self.laterals:
+            joined = text(sql).columns(*(sql_column(name) for name in names)).lateral(alias)
+            source = source.outerjoin(joined, true())
+        keys = [clause.c[name].label(f"_k{i}") for i, name in enumerate(served.key)]
+        values = [literal_column(sql).label(name) for sql, name in self.inner]
+        return select(*keys, *values).select_from(source)
+
+    def page_query(self, served: Table, bound: Bound) -> Select:
+        """count(*), then every stream aggregated over the page's rows in key order (one row)."""
+        page = bound(self._rows(served)).subquery("page")
+        order = [page.c[f"_k{i}"] for i in range(len(served.key))]
+        empty = literal_column("''::bytea")
+        aggregates = [
+            func.string_agg(literal_column(sql), aggregate_order_by(empty, *order) if order else empty)
+            for sql in self.streams
+        ]
+        return select(cast(func.count(), Integer), *aggregates).select_from(page)
+
+    def cursor_query(self, served: Table) -> Select:
+        """Every row's streams, a row each: what a cursor over a relation without a key fetches."""
+        page = self._rows(served).subquery("page")
+        return select(*(literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams))).select_from(page)
+
+    # --- pages ----------------------------------------------------------------------------------------
+
+    def cursor_page(self, records: Sequence[Sequence[bytes | None]]) -> tuple[int, memoryview]:
+        """Rows fetched from the cursor (each its streams) as one IPC message, and how many they were."""
+        streams = [b"".join(record[i] or b"" for record in records) for i in range(len(self.streams))]
+        return len(records), memoryview(self.batch(len(records), streams).serialize())
 
     def rows(self, copied: bytes, copied_rows: int) -> int:
         """The page's rows: its count(*) (COPY itself reports the one row the page is folded into)."""
-        return _count(copied, _fields(copied, 2 + len(self.texts))) if copied_rows else 0
+        if not copied_rows:
+            return 0
+        start, _ = _fields(copied, 1 + len(self.streams))[0]
+        return int.from_bytes(copied[start : start + 4], "big")
 
-    def batch(self, copied: bytes) -> pa.RecordBatch:
-        fields = _fields(copied, 2 + len(self.texts))
-        rows = _count(copied, fields)
-        if rows == 0:
-            return self.empty
-        start, length = fields[1]
-        if length != rows * self.record.itemsize:
-            raise ValueError("a page's records do not match its row count")
-        records = np.frombuffer(copied, dtype=self.record, count=rows, offset=start)
-        text_fields = dict(zip(self.texts, fields[2:], strict=True))
-        arrays = []
-        for name in self.columns:
-            arrow_type = _TYPES[name][0]
-            if name in text_fields:
-                offsets = np.zeros(rows + 1, dtype=np.int32)
-                np.cumsum(records[name], out=offsets[1:])
-                at, size = text_fields[name]
-                if offsets[-1] != size:
-                    raise ValueError(f"a page's {name} bytes do not match their lengths")
-                data = pa.py_buffer(memoryview(copied)[at : at + size])
-                arrays.append(pa.Array.from_buffers(arrow_type, rows, [None, pa.py_buffer(offsets), data]))
-            elif name == "recorded_at":
-                micros = records[name].astype(np.int64) + POSTGRES_EPOCH_US
-                arrays.append(pa.Array.from_buffers(arrow_type, rows, [None, pa.py_buffer(micros)]))
-            else:
-                arrays.append(pa.array(records[name].astype(records[name].dtype.newbyteorder("="))))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-
-    def page_bytes(self, copied: bytes, first: bool) -> bytes:
+    def page_bytes(self, copied: bytes, first: bool) -> memoryview:
         """The page as one IPC message (an encapsulated record batch)."""
-        return self.batch(copied).serialize().to_pybytes()
+        fields = _fields(copied, 1 + len(self.streams))
+        view = memoryview(copied)
+        rows = int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
+        streams = [view[at : at + size] for at, size in fields[1:]]
+        # The serialized buffer itself, not a copy of it: a page of wide rows is megabytes.
+        return memoryview(self.batch(rows, streams).serialize())
 
 
-def _count(copied: bytes, fields: list[tuple[int, int]]) -> int:
-    """The page's row count, the folded row's first field (an int4)."""
-    return int.from_bytes(copied[fields[0][0] : fields[0][0] + 4], "big")
+def _same(sql: str) -> str:
+    return sql
+
+
+def _field(column: Column, kind: Codec) -> pa.Field:
+    """The column as an Arrow field: nullable where PostgreSQL may send NULL, or the type's conversion
+    makes one (NaN in a decimal, an infinite date)."""
+    makes_nulls = (isinstance(kind, Var) and kind.makes_nulls) or (isinstance(kind, Fixed) and kind.infinite)
+    return pa.field(column.name, kind.arrow_type, column.nullable or makes_nulls)
+
+
+def _bitmap(valid: np.ndarray | None) -> pa.Buffer | None:
+    return None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _nulls(valid: np.ndarray | None) -> int:
+    return 0 if valid is None else int(len(valid) - np.count_nonzero(valid))
 
 
 def _fields(copied: bytes, count: int) -> list[tuple[int, int]]:
@@ -134,17 +302,16 @@ def _fields(copied: bytes, count: int) -> list[tuple[int, int]]:
     return fields
 
 
-def layout(columns: tuple[str, ...]) -> Layout:
-    decoder = PageDecoder(columns)
-
-    def query(bound: Bound) -> Select:
-        return _query(columns, bound)
-
+def layout(served: Table, columns: tuple[str, ...]) -> Layout:
+    decoder = PageDecoder(served, columns)
     return Layout(
-        query,
+        lambda bound: decoder.page_query(served, bound),
         {"format": "binary"},
         head=decoder.schema.serialize().to_pybytes(),
         tail=END_OF_STREAM,
+        whole_pages=True,
         page_bytes=decoder.page_bytes,
         rows=decoder.rows,
+        cursor_query=lambda: decoder.cursor_query(served),
+        cursor_page=decoder.cursor_page,
     )

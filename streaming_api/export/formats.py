@@ -2,8 +2,9 @@
 
 PostgreSQL writes every row's bytes itself with COPY, a page at a time, so no Python code runs per
 row: the service's work per page is to pass PostgreSQL's bytes on, whichever endpoint serves them.
-A format's Layout is that for one choice of columns (columns=): the page's query, COPY's options, the
-bytes before the first row and after the last, and what becomes of each page's COPY output.
+A format's Layout is that for one table and one choice of columns (columns=): the page's query, COPY's
+options, the bytes before the first row and after the last, and what becomes of each page's output.
+How each type's values are written is the type contract (export.values, docs/types.md).
 """
 
 from __future__ import annotations
@@ -12,36 +13,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import BigInteger, Float, Text, cast, func, literal_column, select
+from sqlalchemy import select
 from sqlalchemy.sql import ColumnElement
 
-from ..columns import COLUMNS
-from ..db.schema import points
+from ..db.catalog import Table
+from ..db.statements import table_clause
 from .layout import Layout
+from .values import concat, constant, csv_value, json_key, json_value
 
 
-def _is_number(column: ColumnElement) -> bool:
-    return isinstance(column.type, Float | BigInteger)
-
-
-def _constant(text: str) -> ColumnElement[str]:
-    """A text constant of our own, written into the SQL (quotes doubled): the page statement's only
-    parameters are then its integer bounds."""
-    return literal_column("'" + text.replace("'", "''") + "'", Text)
-
-
-def _json_line(columns: tuple[str, ...]) -> ColumnElement[str]:
+def _json_line(served: Table, columns: tuple[str, ...]) -> ColumnElement[str]:
     """One JSON object per row, keys in the columns' order, built with || (less work for PostgreSQL than
-    row_to_json, the same bytes): numbers as their shortest-exact text (the table keeps them finite),
-    text and timestamps through to_json (RFC 8259 escaping, ISO 8601)."""
-    line: ColumnElement[str] | None = None
+    row_to_json, the same bytes), each value as the type contract writes it (export.values)."""
+    clause = table_clause(served)
+    parts = []
     for i, name in enumerate(columns):
-        column = points.c[name]
-        value = cast(column, Text) if _is_number(column) else cast(func.to_json(column), Text)
-        part = _constant(("{" if i == 0 else ",") + f'"{name}":') + value
-        line = part if line is None else line + part
-    assert line is not None
-    return line + _constant("}")
+        column = served.column(name)
+        assert column is not None
+        parts.append(constant(("{" if i == 0 else ",") + json_key(name) + ":"))
+        parts.append(json_value(column, clause.c[name]))
+    parts.append(constant("}"))
+    return concat(*parts)
 
 
 # COPY in CSV mode with a quote and a delimiter that JSON text never holds raw (it escapes every control
@@ -56,24 +48,40 @@ def _comma_separated(copied: bytes, first: bool) -> bytes:
     return items if first else b",\n" + items
 
 
-def _ndjson(columns: tuple[str, ...]) -> Layout:
-    return Layout(lambda bound: bound(select(_json_line(columns))), _RAW_LINES)
+def _ndjson(served: Table, columns: tuple[str, ...]) -> Layout:
+    line = _json_line(served, columns)
+    return Layout(lambda bound: bound(select(line).select_from(table_clause(served))), _RAW_LINES)
 
 
-def _json(columns: tuple[str, ...]) -> Layout:
-    return Layout(lambda bound: bound(select(_json_line(columns))), _RAW_LINES, b"[", b"]\n", _comma_separated)
+def _json(served: Table, columns: tuple[str, ...]) -> Layout:
+    line = _json_line(served, columns)
+    query = lambda bound: bound(select(line).select_from(table_clause(served)))  # noqa: E731
+    return Layout(query, _RAW_LINES, b"[", b"]\n", piece_bytes=_comma_separated)
 
 
-def _csv(columns: tuple[str, ...]) -> Layout:
+def _csv_field(name: str) -> str:
+    """A header field as COPY's CSV mode would write it (quoted when it holds a comma, quote or newline)."""
+    if any(ch in name for ch in ',"\r\n') or name == "":
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+def _csv(served: Table, columns: tuple[str, ...]) -> Layout:
     # COPY's CSV mode quotes per RFC 4180 (fields holding a quote, comma, CR or LF; quotes doubled).
-    head = (",".join(columns) + "\n").encode()
-    return Layout(lambda bound: bound(select(*(points.c[name] for name in columns))), _CSV, head)
+    clause = table_clause(served)
+    head = (",".join(_csv_field(name) for name in columns) + "\n").encode()
+    values = []
+    for name in columns:
+        column = served.column(name)
+        assert column is not None
+        values.append(csv_value(column, clause.c[name]))
+    return Layout(lambda bound: bound(select(*values).select_from(clause)), _CSV, head)
 
 
-def _arrow(columns: tuple[str, ...]) -> Layout:
+def _arrow(served: Table, columns: tuple[str, ...]) -> Layout:
     from . import arrow  # pyarrow is an optional dependency: loaded only for the format that needs it
 
-    return arrow.layout(columns)
+    return arrow.layout(served, columns)
 
 
 @lru_cache(maxsize=1)
@@ -89,9 +97,9 @@ def _arrow_available() -> bool:
 class Format:
     name: str
     content_type: str
-    # The file name's extension (points.<extension>), and the path suffix that names the format.
+    # The file name's extension (orders.<extension>), and the path suffix that names the format.
     extension: str
-    make_layout: Callable[[tuple[str, ...]], Layout]
+    make_layout: Callable[[Table, tuple[str, ...]], Layout]
     # Whether this installation can write it (Arrow needs pyarrow).
     available: Callable[[], bool] = field(default=lambda: True)
 
@@ -99,8 +107,19 @@ class Format:
     def charset(self) -> str | None:
         return "utf-8" if self.content_type.startswith("text/") else None
 
-    def layout(self, columns: tuple[str, ...] = COLUMNS) -> Layout:
-        return _layout(self.name, columns)
+    def layout(self, served: Table, columns: tuple[str, ...]) -> Layout:
+        """The layout for the table as reflected and these columns, made once for as long as both hold."""
+        key = (self.name, served.shape(), columns)
+        made = _LAYOUTS.get(key)
+        if made is None:
+            if len(_LAYOUTS) >= _LAYOUTS_KEPT:
+                _LAYOUTS.clear()
+            made = _LAYOUTS[key] = self.make_layout(served, columns)
+        return made
+
+
+_LAYOUTS: dict[tuple, Layout] = {}
+_LAYOUTS_KEPT = 512
 
 
 FORMATS: dict[str, Format] = {
@@ -117,11 +136,6 @@ FORMATS: dict[str, Format] = {
 }
 DEFAULT_FORMAT = FORMATS["ndjson"]
 BY_EXTENSION = {f.extension: f for f in FORMATS.values()}
-
-
-@lru_cache(maxsize=256)
-def _layout(name: str, columns: tuple[str, ...]) -> Layout:
-    return FORMATS[name].make_layout(columns)
 
 
 class NotAcceptable(ValueError):

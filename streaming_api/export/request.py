@@ -1,23 +1,32 @@
-"""A request's parameters as an Export: which rows, in which format, in pages of what size.
+"""A request's parameters as an Export: which table, which rows, in which format, in pages of what size.
 
 Every problem is a BadParameter naming the parameter (the web layer turns it into a 400).
+
+Resuming: `after` names the last row received by its key, in the key's column order, as a JSON array
+(`after=[42]`, `after=["acme",17]`, `after=["2026-01-01T00:00:00+00:00"]`), or for a key of one column
+as the bare value (`after=42`, when it does not start with "["); `after_id=N` is `after=[N]` for a key
+of one integer column (points' id). A value is read as its column's type: an integer here, anything else
+by PostgreSQL (db.statements.validate_key_sql) before the export starts.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from multidict import MultiMapping
 
-from ..columns import COLUMNS
-from ..db.statements import MAX_ID
+from ..db.catalog import Table
+from ..db.statements import INTEGER_MAX, MAX_ID, KeyValue
 from .formats import FORMATS, Format, negotiate
 from .layout import Layout
 
 # Plain ASCII digits only: int() would also take " 1", "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+_SHOWN = 60
+WHOLE_PAGE_COPIES = 4
 
 
 class BadParameter(ValueError):
@@ -37,30 +46,74 @@ class FormatUnavailable(ValueError):
 
 @dataclass(frozen=True)
 class Export:
+    table: Table
     format: Format
     # The columns each row carries, in this order (columns=); every one by default.
-    columns: tuple[str, ...] = COLUMNS
-    after_id: int = 0
+    columns: tuple[str, ...]
+    # Rows after this key value (SQL literals, one per key column); None: from the start.
+    after: KeyValue | None = None
+    # `after` as the request gave it, still to be read as the key's types by PostgreSQL (not integers).
+    after_text: tuple[str, ...] | None = None
     limit: int | None = None
     # Rows per query; None means all of them in one query (/standard).
     page_size: int | None = None
     # A smaller first page (/chunked), so the first bytes leave sooner; None: page_size.
     first_page_size: int | None = None
+    # About how many bytes a page may hold (its rows are fewer where rows are wide); None: no bound.
+    page_bytes: int | None = None
 
     @property
     def layout(self) -> Layout:
-        return self.format.layout(self.columns)
+        return self.format.layout(self.table, self.columns)
+
+    @property
+    def after_integer(self) -> int | None:
+        """`after` as an int, for a key of one integer column."""
+        return int(self.after[0]) if self.after is not None and self.table.integer_key else None
+
+    def resolved(self, literals: KeyValue) -> Export:
+        return replace(self, after=literals, after_text=None)
 
 
-def _columns_param(query: Mapping[str, str]) -> tuple[str, ...]:
+def split_names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of exact names; a name holding a comma or a quote is written in double
+    quotes, a quote inside doubled: "a,b",c."""
+    names: list[str] = []
+    position = 0
+    while True:
+        if raw.startswith('"', position):
+            end = position + 1
+            while True:
+                end = raw.find('"', end)
+                if end < 0:
+                    raise BadParameter("columns", "a double quote is not closed")
+                if raw.startswith('""', end):
+                    end += 2
+                    continue
+                break
+            names.append(raw[position + 1 : end].replace('""', '"'))
+            position = end + 1
+            if position < len(raw) and raw[position] != ",":
+                raise BadParameter("columns", "a quoted name must be followed by a comma or the end")
+        else:
+            comma = raw.find(",", position)
+            names.append(raw[position : len(raw) if comma < 0 else comma].strip())
+            position = len(raw) if comma < 0 else comma
+        if position >= len(raw):
+            return tuple(names)
+        position += 1
+
+
+def _columns_param(query: Mapping[str, str], served: Table) -> tuple[str, ...]:
     raw = query.get("columns")
     if raw is None:
-        return COLUMNS
-    names = tuple(name.strip() for name in raw.split(","))
+        return served.names
+    names = split_names(raw)
     for name in names:
-        if name not in COLUMNS:
-            shown = f"{name[:40]!r}" if name else "an empty name"
-            raise BadParameter("columns", f"{shown} is not a column; the columns are {', '.join(COLUMNS)}")
+        if served.column(name) is None:
+            shown = f"{name[:_SHOWN]!r}" if name else "an empty name"
+            listed = ", ".join(served.names)
+            raise BadParameter("columns", f"{shown} is not a column of {served.qualified}; its columns are {listed}")
     repeated = next((name for name in names if names.count(name) > 1), None)
     if repeated:
         raise BadParameter("columns", f"{repeated!r} is named twice")
@@ -71,22 +124,84 @@ def _int_param(query: Mapping[str, str], name: str, low: int, high: int) -> int 
     raw = query.get(name)
     if raw is None:
         return None
+    return _integer(name, raw, low, high)
+
+
+def _integer(name: str, raw: str, low: int, high: int) -> int:
     if not _INTEGER.fullmatch(raw):
-        raise BadParameter(name, f"must be an integer, got {raw[:40]!r}")
+        raise BadParameter(name, f"must be an integer, got {raw[:_SHOWN]!r}")
     value = int(raw)
     if not low <= value <= high:
         raise BadParameter(name, f"must be between {low:,} and {high:,}, got {value:,}")
     return value
 
 
+def _key_values(raw: str, served: Table) -> tuple[str, ...]:
+    """after= as the key's values, in text (each still to be read as its column's type)."""
+    described = f"the key of {served.qualified} is ({', '.join(served.key)})"
+    if not raw.startswith("["):
+        if len(served.key) != 1:
+            raise BadParameter("after", f"{described}: give its {len(served.key)} values as a JSON array")
+        return (raw,)
+    try:
+        values = json.loads(raw, parse_int=str, parse_float=str, parse_constant=_no_constant)
+    except ValueError:
+        raise BadParameter("after", f"not a JSON array: {raw[:_SHOWN]!r}") from None
+    if not isinstance(values, list) or len(values) != len(served.key):
+        raise BadParameter("after", f"{described}: give {len(served.key)} value(s) in a JSON array")
+    texts = []
+    for value in values:
+        if isinstance(value, bool):
+            texts.append("true" if value else "false")
+        elif isinstance(value, str):
+            texts.append(value)
+        else:
+            raise BadParameter("after", f"{described}: each value a string or a number, never null, got {value!r}")
+    return tuple(texts)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _after(query: Mapping[str, str], served: Table) -> tuple[KeyValue | None, tuple[str, ...] | None]:
+    """(the key value as literals, when it is already checked; else its text for PostgreSQL to read)."""
+    raw_after, raw_id = query.get("after"), query.get("after_id")
+    if raw_after is None and raw_id is None:
+        return None, None
+    named = "after" if raw_after is not None else "after_id"
+    if raw_after is not None and raw_id is not None:
+        raise BadParameter("after_id", "give after or after_id, not both")
+    if not served.key:
+        raise BadParameter(
+            named,
+            f"{served.qualified} has no key to resume after (it is a {served.kind} without a primary key or a "
+            "unique index on NOT NULL columns): its exports run whole",
+        )
+    if raw_id is not None:
+        if not served.integer_key:
+            raise BadParameter("after_id", f"the key of {served.qualified} is not one integer column: use after")
+        return (str(_integer("after_id", raw_id, 0, MAX_ID)),), None
+    assert raw_after is not None
+    texts = _key_values(raw_after, served)
+    if served.integer_key:
+        column = served.column(served.key[0])
+        assert column is not None and column.type.builtin is not None
+        top = INTEGER_MAX[column.type.builtin]
+        return (str(_integer("after", texts[0], -top - 1, top)),), None
+    return None, texts
+
+
 def parse_export(
     query: MultiMapping[str],
+    served: Table,
     accept: str | None,
     allowed: set[str],
     default_page_size: int | None,
     max_page_size: int,
     first_page_size: int | None = None,
     path_format: Format | None = None,
+    page_bytes: int | None = None,
 ) -> Export:
     """Validate the query string; every problem is a BadParameter naming the parameter.
 
@@ -102,7 +217,7 @@ def parse_export(
     if "format" in query:
         name = query["format"]
         if name not in FORMATS:
-            raise BadParameter("format", f"must be one of {', '.join(FORMATS)}, got {name[:40]!r}")
+            raise BadParameter("format", f"must be one of {', '.join(FORMATS)}, got {name[:_SHOWN]!r}")
         fmt = FORMATS[name]
     elif path_format is not None:
         fmt = path_format
@@ -113,11 +228,20 @@ def parse_export(
     if not fmt.available():
         raise FormatUnavailable(fmt)
     page_size = _int_param(query, "page_size", 1, max_page_size) if "page_size" in allowed else None
-    return Export(
+    after, after_text = _after(query, served)
+    export = Export(
+        table=served,
         format=fmt,
-        columns=_columns_param(query),
-        after_id=_int_param(query, "after_id", 0, MAX_ID) or 0,
+        columns=_columns_param(query, served),
+        after=after,
+        after_text=after_text,
         limit=_int_param(query, "limit", 0, MAX_ID),
         page_size=page_size or default_page_size,
         first_page_size=first_page_size or None,
+        page_bytes=page_bytes,
     )
+    if page_bytes and export.layout.whole_pages:
+        # A whole page is held a few times over while its batch is made (its output, joined, the batch
+        # serialized, on its way out): a quarter of the bytes keeps the same memory.
+        export = replace(export, page_bytes=max(page_bytes // WHOLE_PAGE_COPIES, 1))
+    return export

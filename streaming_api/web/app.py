@@ -7,24 +7,22 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ..db.database import Database
-from ..db.sources import sources_for
-from ..export.count import RowCounter
+from ..db.lanes import Lanes
+from ..db.served import Catalog
+from ..db.sources import PoolSize, sources_for
 from ..export.formats import BY_EXTENSION
-from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import load_keys
-from . import browser, handlers, logfilters
+from . import browser, discovery, handlers, logfilters
 from .guards import StandardSlots
 from .keys import (
-    COUNTER,
+    CATALOG,
     DATABASE,
     DATABASE_STATE,
     KEYS,
     LANES,
     OBSERVER,
     POOL,
-    QUERIES,
-    ROWS,
     SETTINGS,
     SOURCES,
     STANDARD_SLOTS,
@@ -44,26 +42,35 @@ SeedProgress = Callable[[int, int], None]
 
 def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def database(app: web.Application) -> AsyncIterator[None]:
-        """The database to use (started if embedded, seeded when empty), and the pool, for the app's lifetime."""
+        """The database to use (started if embedded, its demo table seeded on first start), the pool, and
+        the served tables as the catalog says, for the app's lifetime."""
         settings = app[SETTINGS]
         db = Database(settings)
         await db.start()
         try:
-            app[ROWS] = (await db.ensure_rows(settings.rows, "empty", seed_progress)).rows
+            await db.ensure_demo(settings.rows, seed_progress)
             app[DATABASE] = db.description
             assert db.url is not None
-            sources = sources_for(db.url, settings.replica_urls)
-            await sources.connect(
-                sources.primary, settings.pool_min_size, settings.pool_max_size, settings.statement_timeout
+            size = PoolSize(
+                settings.pool_min_size, settings.pool_max_size, settings.statement_timeout, settings.request_deadline
             )
+            sources = sources_for(db.url, settings.replica_urls, size)
+            await sources.connect(sources.primary)
             assert sources.primary.lanes is not None
+            catalog = Catalog(settings.table_patterns)
             try:
-                app[POOL] = sources.primary.lanes.pool
-                app[LANES] = sources.primary.lanes
+                lanes = sources.primary.lanes
+                async with lanes.connection(Lanes.FIRST) as conn:
+                    await catalog.load(conn)
+                catalog.start(lanes, settings.catalog_refresh)
+                app[POOL] = lanes.pool
+                app[LANES] = lanes
                 app[SOURCES] = sources
-                await sources.start_replicas(settings.pool_min_size, settings.pool_max_size, settings.statement_timeout)
+                app[CATALOG] = catalog
+                await sources.start_replicas()
                 yield
             finally:
+                await catalog.stop()
                 await sources.close()  # the replicas' pools, then the primary's
         finally:
             app[DATABASE_STATE].stopped = await db.stop()
@@ -91,19 +98,20 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
     app[SETTINGS] = settings
     app[DATABASE_STATE] = DatabaseState()
     app[KEYS] = load_keys(settings)
-    app[QUERIES] = PageQueries()
-    app[COUNTER] = RowCounter()
     app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)
     shutdown.install(app)
     cors.install(app)
     security.install(app)
     app.cleanup_ctx.append(database_context(seed_progress))
-    app.router.add_get("/standard", handlers.standard, name="standard")
-    app.router.add_get("/chunked", handlers.chunked, name="chunked")
-    # The format named by the path's suffix (/chunked.csv), for tools that take a URL and nothing else.
+    # The default table (/chunked), a format named by the path's suffix (/chunked.csv, for tools that take
+    # a URL and nothing else), and any served table (/chunked/sales.orders, /chunked/orders.csv).
     extensions = "|".join(BY_EXTENSION)
-    app.router.add_get(f"/standard.{{extension:{extensions}}}", handlers.standard, name="standard.suffix")
-    app.router.add_get(f"/chunked.{{extension:{extensions}}}", handlers.chunked, name="chunked.suffix")
+    for endpoint, handler in (("standard", handlers.standard), ("chunked", handlers.chunked)):
+        app.router.add_get(f"/{endpoint}", handler, name=endpoint)
+        app.router.add_get(f"/{endpoint}.{{extension:{extensions}}}", handler, name=f"{endpoint}.suffix")
+        app.router.add_get(f"/{endpoint}/{{table:.+}}", handler, name=f"{endpoint}.table")
+    app.router.add_get("/tables", discovery.tables, name="tables")
+    app.router.add_get("/openapi.json", discovery.openapi, name="openapi")
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     browser.add_routes(app)
     if settings.metrics_enabled:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..db.lanes import Lanes
-from ..db.statements import COUNT_UP_TO
+from ..db.statements import count_up_to_sql, fetch_uncached
+from ..export.request import Export
 
 
 class StandardSlots:
@@ -23,10 +24,15 @@ class StandardSlots:
         self.in_use -= 1
 
 
-async def rows_exceed(lanes: Lanes, after_id: int, limit: int | None, cap: int) -> bool:
-    """Whether an export of `limit` rows (None: all) after after_id would return more than cap rows."""
-    if limit is not None and limit <= cap:
-        return False
+async def exact_rows(lanes: Lanes, export: Export, cap: int) -> int:
+    """The export's rows, counted no further than cap + 1 (a walk of the key's index that stops early)."""
+    up_to = cap + 1 if export.limit is None else min(export.limit, cap + 1)
     async with lanes.connection(Lanes.FIRST) as conn:
-        counted = await conn.fetchval(COUNT_UP_TO.sql, *COUNT_UP_TO.args(after_id=after_id, up_to=cap + 1))
-    return counted > cap
+        return (await fetch_uncached(conn, count_up_to_sql(export.table, export.after, up_to)))[0][0]
+
+
+async def rows_exceed(lanes: Lanes, export: Export, cap: int) -> bool:
+    """Whether the export would return more than cap rows."""
+    if export.limit is not None and export.limit <= cap:
+        return False
+    return await exact_rows(lanes, export, cap) > cap

@@ -9,9 +9,8 @@ import asyncpg
 from aiohttp import web
 
 from ..db.lanes import Lanes
+from ..db.served import Catalog
 from ..db.sources import Sources
-from ..export.count import RowCounter
-from ..export.pages import PageQueries
 from ..settings import Settings
 from ..tokens import Keys
 from .guards import StandardSlots
@@ -33,12 +32,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 LANES = web.AppKey("lanes", Lanes)
 # Where exports read: the primary (LANES) and the read replicas.
 SOURCES = web.AppKey("sources", Sources)
-# Rows in the points table at start-up, and where they live (for the banner).
-ROWS = web.AppKey("rows", int)
+# The served tables, as the catalog last said; and where they live (for the banner).
+CATALOG = web.AppKey("catalog", Catalog)
 DATABASE = web.AppKey("database", str)
 DATABASE_STATE = web.AppKey("database_state", DatabaseState)
-QUERIES = web.AppKey("page_queries", PageQueries)
-COUNTER = web.AppKey("row_counter", RowCounter)
 STANDARD_SLOTS = web.AppKey("standard_slots", StandardSlots)
 # The tasks serving requests right now, so shutdown can wait for them or cancel them.
 IN_FLIGHT = web.AppKey("in_flight", set[asyncio.Task])

@@ -104,8 +104,14 @@ def standard_busy(limit: int) -> web.HTTPException:
     )
 
 
+def _chunked_url(request: web.Request) -> str:
+    """The same request on /chunked (the same table, format and parameters)."""
+    path = "/chunked" + request.rel_url.raw_path.removeprefix("/standard")
+    return str(request.rel_url.with_path(path, encoded=True).with_query(request.rel_url.query))
+
+
 def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:
-    chunked_url = str(request.rel_url.with_path("/chunked").with_query(request.rel_url.query))
+    chunked_url = _chunked_url(request)
     return json_error(
         HTTPTooManyRows,
         "too_many_rows",
@@ -113,4 +119,46 @@ def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:
         f"/chunked streams any number of rows: {chunked_url}",
         max_rows=cap,
         chunked=chunked_url,
+    )
+
+
+def too_many_bytes(request: web.Request, cap: int) -> web.HTTPException:
+    chunked_url = _chunked_url(request)
+    return json_error(
+        HTTPTooManyRows,
+        "too_many_bytes",
+        f"this request's body would be over {cap:,} bytes (standard_max_bytes), too big to buffer; "
+        f"/chunked streams any size: {chunked_url}",
+        max_bytes=cap,
+        chunked=chunked_url,
+    )
+
+
+def table_not_found(name: str) -> web.HTTPException:
+    """The same answer whether the table exists and is not served, or does not exist: no probing."""
+    return json_error(
+        web.HTTPNotFound,
+        "table_not_found",
+        f"no table named {name[:200]!r} is served here; GET /tables lists the tables that are",
+        table=name[:200],
+    )
+
+
+def no_default_table() -> web.HTTPException:
+    return json_error(
+        web.HTTPNotFound,
+        "no_default_table",
+        "this server has no default table (the tables setting starts with a pattern): name one, "
+        "/chunked/<table>; GET /tables lists them",
+    )
+
+
+def table_changed(name: str) -> web.HTTPException:
+    log.warning("%s changed while a request was planned with its old shape: reading the catalog again", name)
+    return json_error(
+        web.HTTPServiceUnavailable,
+        "table_changed",
+        f"{name} changed while this request was being planned (a column or the table dropped, a privilege "
+        "revoked); retry",
+        {"Retry-After": "1"},
     )

@@ -43,6 +43,10 @@ class RequestTiming:
             self.first_byte_at = time.perf_counter()
         self.bytes += nbytes
 
+    def mark_whole_body(self, nbytes: int) -> None:
+        """A body returned whole (a JSON error, /healthz): aiohttp sends it after the log line, so it counts now."""
+        self.bytes += nbytes
+
     def finish(self) -> None:
         if self.finished_at is None:
             self.finished_at = time.perf_counter()

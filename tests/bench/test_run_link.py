@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from streaming_api.bench.link import kernel_shaping_available
 from streaming_api.settings import PROJECT_ROOT
 from tests.bench.test_link import namespaces, relays_of
+from tests.support.scratch import scratch_directory
 from tests.support.waiting import wait_until
 
 ROWS = 3000
@@ -49,13 +51,14 @@ def _bench(tmp: Path, *args: str) -> LinkRun:
 
 
 @pytest.fixture(scope="module")
-def link_run(tmp_path_factory: pytest.TempPathFactory) -> LinkRun:
+def link_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LinkRun]:
     """Both endpoints over a 100 Mbit/s, 20 ms link, identity and zstd, /chunked at two page sizes."""
-    return _bench(
-        tmp_path_factory.mktemp("bench-link"),
-        *("--link", LINK, "--encodings", ",".join(CODINGS), "--page-sizes", ",".join(map(str, PAGE_SIZES))),
-        *("--concurrency", "1,2", "--healthz-probe", "--quiet"),
-    )
+    with scratch_directory(tmp_path_factory, "bench-link") as tmp:
+        yield _bench(
+            tmp,
+            *("--link", LINK, "--encodings", ",".join(CODINGS), "--page-sizes", ",".join(map(str, PAGE_SIZES))),
+            *("--concurrency", "1,2", "--healthz-probe", "--quiet"),
+        )
 
 
 def _measured(doc: dict) -> list[dict]:
@@ -85,7 +88,7 @@ def test_every_coding_and_page_size_has_its_group(link_run):
 
 def test_the_page_size_reaches_the_server(link_run):
     paths = {g["path"] for g in link_run.doc["groups"] if g["endpoint"] == "chunked"}
-    assert paths == {f"/chunked?format=ndjson&page_size={p}" for p in PAGE_SIZES}
+    assert paths == {f"/chunked/points?format=ndjson&page_size={p}" for p in PAGE_SIZES}
 
 
 def test_coded_bodies_come_coded_and_decode_to_the_identity_body(link_run):

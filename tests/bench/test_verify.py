@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from streaming_api.bench.verify import BodyError, Verifier, check_body, verify_response
+from streaming_api.bench.verify import BodyError, Expected, Verifier, check_body, evaluate, verify_response
 from streaming_api.bench.wire import Received, ResponseError, decode
-from streaming_api.columns import COLUMNS
+from streaming_api.db.schema import COLUMNS
 
 FORMATS = ("ndjson", "csv", "json")
 ROWS = 5
@@ -191,3 +191,72 @@ def test_an_arrow_body_passes_and_its_row_marks_count_rows():
 def test_a_broken_arrow_body_is_caught(ids, end, problem):
     with pytest.raises(BodyError, match=problem):
         check_body("arrow", _arrow_body(ids, end), ROWS)
+
+
+# --- any table: a key of one integer column goes up; ids 1..N only for the demo tables ------------------
+
+
+GAPS = Expected("id", contiguous=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_integer_key_with_gaps_passes_when_only_its_order_is_checked(fmt):
+    assert check_body(fmt, body(fmt, [7, 14, 15, 100, 1000]), ROWS, expected=GAPS).rows == ROWS
+    with pytest.raises(BodyError, match="missing"):
+        check_body(fmt, body(fmt, [7, 14, 15, 100, 1000]), ROWS)
+
+
+@pytest.mark.parametrize(
+    ("ids", "problem"), [([7, 14, 14, 20, 30], "repeated"), ([7, 21, 14, 30, 40], "out of key order")]
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_integer_key_that_does_not_go_up_is_caught(fmt, ids, problem):
+    with pytest.raises(BodyError, match=problem):
+        check_body(fmt, body(fmt, ids), ROWS, expected=GAPS)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_without_a_key_of_integers_rows_are_counted(fmt):
+    unordered = Expected(key=None, contiguous=False)
+    assert check_body(fmt, body(fmt, [5, 3, 3, 1, 9]), ROWS, expected=unordered).rows == ROWS
+    with pytest.raises(BodyError, match="4 rows, expected 5"):
+        check_body(fmt, body(fmt, [5, 3, 3, 1]), ROWS, expected=unordered)
+
+
+def test_the_key_is_found_by_its_name_in_a_csv_header_and_in_arrow():
+    labels = Expected("label", contiguous=False)
+    csv_body = b"code,label\nb,10\na,20\nc,30\n"
+    assert check_body("csv", csv_body, 3, expected=labels).rows == 3
+    with pytest.raises(BodyError, match="no label column"):
+        check_body("csv", b"code,other\nb,10\n", 1, expected=labels)
+    with pytest.raises(BodyError, match="no nothing column"):
+        check_body("arrow", _arrow_body([1, 2, 3]), 3, expected=Expected("nothing", contiguous=False))
+
+
+def _response(path: str, status: str, problem: dict) -> Received:
+    detail = json.dumps(problem).encode()
+    received = Received(path, started=1.0)
+    received.pieces.append(b"HTTP/1.1 %b\r\nContent-Length: %d\r\n\r\n%b" % (status.encode(), len(detail), detail))
+    received.times.append(1.2)
+    return received
+
+
+def test_standards_413_for_a_body_too_big_to_buffer_is_a_refusal_not_a_failure():
+    problem = {"error": "too_many_bytes", "detail": "over 268,435,456 bytes (standard_max_bytes)"}
+    result = evaluate(Verifier(), "ndjson", _response("/standard/blobs", "413 Payload Too Large", problem), 5, False)
+    assert (result.verified, result.refused, result.status) == (False, "too_many_bytes", 413)
+    assert "standard_max_bytes" in result.error
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/chunked/blobs", "413 Payload Too Large", "too_many_bytes"),
+        ("/standard/blobs", "413 Payload Too Large", "something_else"),
+        ("/standard/blobs", "503 Service Unavailable", "standard_busy"),
+    ],
+)
+def test_any_other_error_status_is_a_failure(path, status, error):
+    result = evaluate(Verifier(), "ndjson", _response(path, status, {"error": error, "detail": "x"}), 5, False)
+    assert result.refused is None and not result.verified
+    assert result.error.startswith(f"HTTP {status[:3]}")

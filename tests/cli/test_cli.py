@@ -19,6 +19,17 @@ def test_token_command_prints_a_token_that_verifies(tmp_path):
     assert claims["exp"] - claims["iat"] == 120
 
 
+@pytest.mark.parametrize("args", [["token"], ["serve"], ["--help"]])
+def test_a_python_without_the_requirements_is_told_in_one_line_to_activate_the_virtualenv(tmp_path, args):
+    # -S: no site-packages, as a python3 outside the virtualenv (none of the requirements installed).
+    result = run_cli(args, tmp_path, python_options=("-S",))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and "is not installed" in line
+    assert ". .venv/bin/activate" in line and "pip install -r requirements.txt" in line
+
+
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["seed", "--help"], ["token", "--help"]])
 def test_help_exits_zero_and_explains_usage(tmp_path, args):
     result = run_cli(args, tmp_path)

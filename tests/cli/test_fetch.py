@@ -82,7 +82,15 @@ class Terminal(io.StringIO):
 
 def _fetch_args(out: Path) -> argparse.Namespace:
     return argparse.Namespace(
-        format="csv", out=out, limit=None, after_id=0, page_size=None, columns=None, retries=5, compressed=True
+        format="csv",
+        out=out,
+        limit=None,
+        after_id=0,
+        after=None,
+        page_size=None,
+        columns=None,
+        retries=5,
+        compressed=True,
     )
 
 

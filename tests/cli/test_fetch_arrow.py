@@ -145,5 +145,5 @@ async def test_fetch_without_the_id_stops_at_a_drop_and_says_why(make_relay, jwt
     args = ("--url", relay.url("/chunked"), "--columns", "label,value", "--no-compression", "--out", str(out))
     code, stderr = await _run_fetch(env, *args)
     assert code == EXIT_GAVE_UP
-    assert "--columns without id" in stderr and "no id to resume after" in stderr
+    assert "leave out the table's key" in stderr and "nothing to resume after" in stderr
     assert not out.exists()

@@ -120,3 +120,85 @@ def test_a_bad_value_in_settings_py_is_one_line_naming_the_setting_and_exits_2(l
     local_settings.write_text("PAGE_SIZE = 0\n")
     assert main(["token"]) == 2
     assert capsys.readouterr().err.startswith("error: setting page_size:")
+
+
+# --- the user's database: served, never written ---------------------------------------------------
+
+
+@pytest.fixture
+def empty_database(database_url: str) -> Iterator[str]:
+    """A database of the user's, without the demo table: what DATABASE_URL points at."""
+    import asyncio
+
+    import asyncpg
+
+    from tests.support.pg import _with_database
+
+    async def recreate() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("DROP DATABASE IF EXISTS users_own WITH (FORCE)")
+            await conn.execute("CREATE DATABASE users_own")
+        finally:
+            await conn.close()
+
+    asyncio.run(recreate())
+    yield _with_database(database_url, "users_own")
+
+
+def _relations(url: str) -> list[str]:
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [
+                r[0]
+                for r in await conn.fetch("SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+            ]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def test_a_missing_table_is_one_line_naming_it_and_the_setting_and_nothing_is_written(empty_database, tmp_path):
+    result = run_cli(["serve", "--port", str(free_port())], tmp_path, environment={"DATABASE_URL": empty_database})
+    assert result.returncode == 2
+    line = _the_one_line(result)
+    assert "points: no such table or view" in line and "STREAMING_API_TABLES" in line and "seed" in line
+    assert _relations(empty_database) == []  # no table created, nothing seeded
+
+
+def test_a_missing_table_among_the_tables_setting_is_named(empty_database, tmp_path):
+    result = run_cli(
+        ["serve", "--port", str(free_port())],
+        tmp_path,
+        environment={"DATABASE_URL": empty_database},
+        tables="public.orders, sales.*",
+    )
+    assert result.returncode == 2
+    assert "public.orders: no such table or view" in _the_one_line(result)
+
+
+def test_seed_refuses_to_overwrite_a_points_table_of_another_shape(empty_database, tmp_path):
+    import asyncio
+
+    import asyncpg
+
+    async def make() -> None:
+        conn = await asyncpg.connect(empty_database)
+        try:
+            await conn.execute(
+                "CREATE TABLE points (id int PRIMARY KEY, name text); INSERT INTO points VALUES (1, 'mine')"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(make())
+    result = run_cli(["seed", "--rows", "10"], tmp_path, environment={"DATABASE_URL": empty_database})
+    assert result.returncode == 2
+    line = _the_one_line(result)
+    assert "not the demo table" in line and "id integer, name text" in line

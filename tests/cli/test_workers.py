@@ -1,19 +1,26 @@
 """`run.py serve --workers 2`: one port served by two processes, started and stopped as one; /metrics
-adds up both; a worker that dies is replaced while the other keeps serving."""
+adds up both; a worker that dies is replaced while the other keeps serving; workers whose supervisor is
+killed stop, and leave nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pytest
 
 from streaming_api import settings as settings_module
+from streaming_api.cli import metrics_directory
 from streaming_api.tokens import load_keys, mint_token
+from streaming_api.web.metrics import MULTIPROCESS_DIRECTORY
+from tests.support import corpus
 from tests.support.pg import ROWS
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, listening_addresses
 from tests.support.waiting import wait_until
 
 REQUESTS = 40
@@ -35,9 +42,13 @@ async def _get(port: int, path: str, token: str | None = None) -> tuple[int, byt
     return int(answer.split(b" ", 2)[1]), answer.partition(b"\r\n\r\n")[2]
 
 
+def _settings(database_url: str, jwt_secret: str, tmp_path: Path) -> dict[str, object]:
+    return {"database_url": database_url, "jwt_secret": jwt_secret, "data_dir": str(tmp_path), "workers": 2}
+
+
 @pytest.fixture
 def two_workers(database_url, jwt_secret, tmp_path):
-    settings = {"database_url": database_url, "jwt_secret": jwt_secret, "data_dir": str(tmp_path), "workers": 2}
+    settings = _settings(database_url, jwt_secret, tmp_path)
     server = ServerProcess.start(tmp_path, settings)
     token = mint_token(load_keys(settings_module.build(settings)), subject="test", ttl=600)
     try:
@@ -109,3 +120,72 @@ async def test_sigterm_drains_every_worker_and_exits_zero(two_workers):
     assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
     assert "streaming_api: stopped 2 workers" in server.log
     assert server.log.count("stopping (SIGTERM)") == 2
+
+
+async def test_workers_serve_any_table_as_one_process_does(corpus_url, jwt_secret, tmp_path):
+    """The corpus through two workers: every request, whichever worker answers, the same bytes."""
+    settings = {
+        "database_url": corpus_url,
+        "jwt_secret": jwt_secret,
+        "data_dir": str(tmp_path),
+        "workers": 2,
+        "tables": corpus.TABLES,
+    }
+    server = ServerProcess.start(tmp_path, settings)
+    token = mint_token(load_keys(settings_module.build(settings)), subject="test", ttl=600)
+    try:
+        await _ready(server)
+        assert f"serving {len(corpus.TABLES)} tables" in server.log
+        path = f"/chunked/{quote(corpus.URL_NAME, safe='')}?format=csv&page_size=2"
+        results = await asyncio.gather(*(_get(server.port, path, token) for _ in range(12)))
+        assert {status for status, _ in results} == {200}
+        assert len({body for _, body in results}) == 1
+        assert results[0][1].count(b"\n") > corpus.ROWS
+        served_by = re.findall(r"\[worker (\d)\] streaming_api\.access: GET /chunked", server.log)
+        assert set(served_by) == {"1", "2"}
+    finally:
+        server.stop()
+
+
+def _present(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def test_workers_whose_supervisor_is_killed_stop_and_leave_nothing_behind(two_workers):
+    server, _ = two_workers
+    await _ready(server)
+    workers = _workers(server)
+    metrics = workers[0].environ()[MULTIPROCESS_DIRECTORY]
+    assert _present(metrics)
+    server.process.kill()
+    server.process.wait()
+    _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 60)
+    assert alive == [], server.log
+    assert listening_addresses(server.port) == []
+    assert not _present(metrics)
+    assert server.log.count(f"the supervisor (pid {server.process.pid}) is gone: stopping") == 2
+
+
+async def test_the_next_start_removes_the_metrics_directories_nobody_holds_and_keeps_the_others(
+    database_url, jwt_secret, tmp_path
+):
+    temporary = tmp_path / "tmp"
+    abandoned, in_use = temporary / "streaming_api-metrics-abandoned", temporary / "streaming_api-metrics-in-use"
+    for directory in (abandoned, in_use):
+        directory.mkdir(parents=True)
+        (directory / metrics_directory.IN_USE).touch()
+        (directory / "counter_1234.db").write_bytes(b"figures")
+    held = metrics_directory.hold(in_use)  # as a server still running holds its own
+    server = ServerProcess.start(
+        tmp_path, _settings(database_url, jwt_secret, tmp_path), environment={"TMPDIR": str(temporary)}
+    )
+    try:
+        await _ready(server)
+        assert not abandoned.exists()
+        assert in_use.is_dir()
+    finally:
+        server.stop()
+    # The server removed its own directory as it stopped; the one held is removed by its last holder.
+    assert [p.name for p in temporary.iterdir()] == [in_use.name]
+    assert metrics_directory.let_go(in_use, held)
+    assert not in_use.exists()

@@ -47,7 +47,7 @@ async def test_without_the_id_a_cut_after_rows_arrived_raises_cannot_resume(make
         async for row in stream_rows(url, token, columns=("label", "value"), backoff=0, compressed=False):
             received.append(row)
     assert caught.value.rows == len(received) > 0
-    assert "include id in columns" in str(caught.value)
+    assert "include the key's columns" in str(caught.value)
     assert relay.connections == 1
 
 

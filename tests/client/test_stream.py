@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from yarl import URL
 
 from streaming_api.client import BadRequest, GaveUp, Retry, Unauthorized, stream_rows
-from streaming_api.client.download import CLOSINGS, SEPARATORS
+from streaming_api.client.raw import RawDecoder, RawWriter
 from streaming_api.client.records import RecordSplitter
 from streaming_api.tokens import load_keys, mint_token
 from tests.support.bodies import COLUMNS, FORMATS, typed
@@ -52,8 +54,8 @@ async def test_stream_rows_resumes_after_the_last_id_it_yielded(make_relay, toke
     ):
         yielded.append(row["id"])
     [(event, last_yielded)] = retries
-    assert event.last_id == last_yielded
-    assert _query(relay.request_lines[1])["after_id"] == str(last_yielded)
+    assert event.last_key == (str(last_yielded),)
+    assert _query(relay.request_lines[1])["after"] == f'["{last_yielded}"]'
 
 
 async def test_stream_rows_resumed_request_asks_only_for_the_remaining_rows(make_relay, token):
@@ -127,10 +129,47 @@ async def test_record_splitter_gives_whole_records_when_fed_one_byte_at_a_time(c
     splitter = RecordSplitter(fmt)
     records = [record for i in range(len(body)) for record in splitter.feed(body[i : i + 1])[1]]
     assert len(records) == 203
-    separator = SEPARATORS[fmt]
     rebuilt = (
-        splitter.head + separator.join(records) + CLOSINGS[fmt]
+        splitter.head + b",\n".join(records) + b"]\n"
         if fmt == "json"
-        else splitter.head + b"".join(record + separator for record in records)
+        else splitter.head + b"".join(record + b"\n" for record in records)
     )
     assert rebuilt == body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_the_raw_decoder_fed_a_byte_at_a_time_writes_the_body_and_counts_its_rows(client, auth, fmt):
+    """fetch's path: records found without parsing a field (quoted newlines, commas, quotes in the labels),
+    counted, the body written back byte for byte, and the last record's key read when asked."""
+    body = await (await client.get(f"/chunked?format={fmt}&limit=203", headers=auth)).read()
+    decoder = RawDecoder(fmt, ("id",), resumed=False)
+    sink = io.BytesIO()
+    writer = RawWriter(fmt, sink)
+    rows = 0
+    for i in range(len(body)):
+        for block in decoder.feed(body[i : i + 1]):
+            writer.write(block)
+            rows += block.rows
+    decoder.close()
+    writer.finish()
+    assert (rows, sink.getvalue()) == (203, body)
+    assert decoder.last_key() == ("203",)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_a_resumed_response_joins_the_records_before_it_as_one_body(client, auth, fmt):
+    """Cut inside row 102 (after row 101's label with a quoted newline), resumed after the last whole row's
+    key: the bytes of one body."""
+    whole = await (await client.get(f"/chunked?format={fmt}&limit=203", headers=auth)).read()
+    first = await (await client.get(f"/chunked?format={fmt}&limit=102", headers=auth)).read()
+    rest = await (await client.get(f"/chunked?format={fmt}&after=101&limit=102", headers=auth)).read()
+    sink = io.BytesIO()
+    writer = RawWriter(fmt, sink)
+    for decoder, part in (
+        (RawDecoder(fmt, ("id",), False), first[: len(first) - 1]),
+        (RawDecoder(fmt, ("id",), True), rest),
+    ):
+        for block in decoder.feed(part):
+            writer.write(block)
+    writer.finish()
+    assert sink.getvalue() == whole

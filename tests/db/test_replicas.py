@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -13,6 +14,7 @@ from streaming_api import settings as settings_module
 from streaming_api.db import sources as sources_module
 from streaming_api.settings import SettingsError
 from streaming_api.web.keys import SOURCES
+from tests.support import corpus
 from tests.support.bodies import assert_rows
 from tests.support.pg import ROWS
 from tests.support.pgbouncer import PgBouncer
@@ -122,3 +124,53 @@ def test_a_replica_url_that_does_not_parse_stops_start_up_naming_the_setting():
         settings_module.build({"replica_urls": ("postgresql://user:secret@host:notaport/db",)})
     assert "replica_urls" in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+async def test_any_table_exports_from_the_standby_as_from_the_primary(settings, standby, corpus_url, auth, caplog):
+    """The corpus (a composite key, every type; a view without a key) read from the hot standby: the
+    bytes the primary gives."""
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    dbname = urlsplit(corpus_url).path.lstrip("/")
+    primary = settings.replace(database_url=corpus_url, tables=corpus.TABLES)
+    paths = [
+        f"/chunked/{quote(name, safe='')}?format={fmt}&page_size=3"
+        for name in (corpus.URL_NAME, f"{corpus.SCHEMA}.a_view")
+        for fmt in ("ndjson", "arrow")
+    ]
+
+    async def bodies(replica_urls: tuple[str, ...]) -> list[bytes]:
+        async with running(primary.replace(replica_urls=replica_urls)) as server:
+            found = []
+            for path in paths:
+                async with server.session.get(f"{server.url}{path}", headers=auth) as response:
+                    assert response.status == 200, await response.text()
+                    found.append(await response.read())
+            return found
+
+    from_primary = await bodies(())
+    await _replayed(standby.url(dbname))
+    assert await bodies((standby.url(dbname),)) == from_primary
+    assert "replica1" in _sources_used(caplog)
+
+
+async def _replayed(url: str, within: float = 30.0) -> None:
+    """Once the standby has replayed the corpus (it may have been made just now)."""
+    import asyncio
+    import time
+
+    import asyncpg
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            conn = await asyncpg.connect(url)
+            try:
+                table = f'"{corpus.SCHEMA}"."{corpus.TABLE}"'
+                if await conn.fetchval(f"SELECT count(*) FROM {table}") == corpus.ROWS:
+                    return
+            finally:
+                await conn.close()
+        except (asyncpg.PostgresError, OSError):
+            pass
+        assert time.monotonic() < deadline, "the standby did not replay the corpus"
+        await asyncio.sleep(0.1)

@@ -23,6 +23,7 @@ from tests.support.bodies import assert_rows
 from tests.support.pg import RestartablePostgres, seed_database
 from tests.support.raw_http import RawClient
 from tests.support.running import running
+from tests.support.scratch import scratch_directory
 from tests.support.waiting import connections_back, wait_until
 
 # Enough rows that a stream whose client pauses cannot fit in the socket buffers (about 8 MB).
@@ -31,14 +32,15 @@ OUTAGE_ROWS = 60_000
 
 @pytest.fixture(scope="module")
 def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres(tmp_path_factory.mktemp("outage"))
-    server.start()
-    asyncio.run(seed_database(server.url, OUTAGE_ROWS))
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()
+    with scratch_directory(tmp_path_factory, "outage") as data_dir:
+        server = RestartablePostgres(data_dir)
+        server.start()
+        asyncio.run(seed_database(server.url, OUTAGE_ROWS))
+        try:
+            yield server
+        finally:
+            if server.running:
+                server.stop()
 
 
 @pytest.fixture(autouse=True)

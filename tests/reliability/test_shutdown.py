@@ -1,15 +1,19 @@
-"""Graceful shutdown of a real `python run.py serve` process: SIGTERM, finish or abort the streams, exit 0."""
+"""Graceful shutdown of a real `python run.py serve` process: SIGTERM, finish or abort the streams, exit 0; a
+second Ctrl+C cuts the streams still draining."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import aiohttp
+import pytest
 
 from streaming_api import settings as settings_module
 from streaming_api.tokens import load_keys, mint_token
 from tests.support.bodies import assert_rows
+from tests.support.pg import BIG_ROWS
 from tests.support.processes import ServerProcess, listening_addresses, processes_mentioning
 from tests.support.raw_http import RawClient
 from tests.support.waiting import wait_until
@@ -87,3 +91,41 @@ async def test_sigterm_finishes_streams_in_flight_aborts_the_stuck_one_and_exits
     # The embedded PostgreSQL was stopped (pg_ctl removes its pid file) and nothing of it runs on.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
     assert processes_mentioning(str(data_dir / "postgres")) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "two workers"])
+async def test_a_second_ctrl_c_while_streams_drain_cuts_them_without_a_traceback(
+    big_url, jwt_secret, tmp_path, workers
+):
+    server = ServerProcess.start(
+        tmp_path,
+        {
+            "database_url": big_url,
+            "rows": BIG_ROWS,
+            "jwt_secret": jwt_secret,
+            "data_dir": str(tmp_path / "data"),
+            "workers": workers,
+            # The drain would outlast the test's every wait: only the second Ctrl+C can end it in time.
+            "shutdown_timeout": 600,
+            "send_timeout": 600,
+        },
+    )
+    try:
+        await server.wait_ready(within=120)
+        await wait_until(lambda: "Press Ctrl+C to stop." in server.log, 60, "every worker serving")
+        token = mint_token(load_keys(settings_module.build({"jwt_secret": jwt_secret})), ttl=600)
+        stuck = await RawClient.get(server.port, "/chunked", {"Authorization": f"JWT {token}"})
+        assert stuck.status == 200
+
+        server.process.send_signal(signal.SIGINT)
+        await wait_until(lambda: "waiting up to 600 s for 1 request(s)" in server.log, 30, "the drain under way")
+        server.process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(server.process.wait, 60) == 0, server.log
+
+        await stuck.read_to_end(within=30)
+        assert not stuck.decoder.complete, "a cut stream ends as an incomplete transfer"
+        stuck.close()
+    finally:
+        server.stop()
+    assert "1 request(s) in flight cut short" in server.log
+    assert "Traceback" not in server.log, server.log

@@ -1,8 +1,9 @@
 """Headless Chromium (Debian's package) driven over the DevTools protocol, with aiohttp's websocket client.
 
-What the browser tests need and no more: open a page at a size, click, evaluate, wait for a condition,
-take a full-page screenshot, and collect the page's uncaught exceptions and console or log errors (a
-CSP violation is one). This replaces Playwright, a 50 MB+ wheel with its own driver, for five calls.
+What the browser tests need and no more: open a page at a size, click, choose an option, evaluate, wait
+for a condition, take a full-page screenshot, and collect the page's uncaught exceptions and console or
+log errors (a CSP violation is one). This replaces Playwright, a 50 MB+ wheel with its own driver, for a
+few calls.
 """
 
 from __future__ import annotations
@@ -141,6 +142,18 @@ class Page:
                 {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
             )
 
+    async def select(self, selector: str, value: str) -> None:
+        """Choose the option of a <select> that has this value, as a user would: its input and change events fire."""
+        chosen = await self.evaluate(
+            f"() => {{ const select = document.querySelector({json.dumps(selector)}), value = {json.dumps(value)};"
+            " if (![...select.options].some((option) => option.value === value)) return false;"
+            " select.value = value;"
+            " for (const type of ['input', 'change']) select.dispatchEvent(new Event(type, {bubbles: true}));"
+            " return true; }"
+        )
+        if not chosen:
+            raise BrowserError(f"{selector} has no option {value!r}")
+
     async def wait_for_function(self, function: str, within: float) -> None:
         """Poll `function` until it returns something true; fail after `within` seconds."""
         deadline = time.monotonic() + within
@@ -156,11 +169,29 @@ class Page:
         return await self.evaluate("() => location.href")
 
     async def screenshot(self, path: Path) -> None:
-        """The whole page, as PNG."""
-        size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = await self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        """The whole page, as PNG, laid out as in a window as tall as the page. A page taller than the
+        viewport has a scrollbar, which narrows the layout; the capture beyond the viewport, laid out without
+        it, would then lose its right edge. So the viewport grows past the page (no scrollbar), the page's own
+        height is measured at that width, and the viewport takes exactly that height for the capture."""
+        width, height = await self.evaluate("() => [window.innerWidth, window.innerHeight]")
+        page_height = "() => Math.ceil(document.documentElement.getBoundingClientRect().height)"
+        await self._viewport(width, max(height, await self.evaluate(page_height) + 200))
+        try:
+            full = max(height, await self.evaluate(page_height))
+            await self._viewport(width, full)
+            clip = {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}
+            shot = await self.send(
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+            )
+        finally:
+            await self._viewport(width, height)
         await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
+
+    async def _viewport(self, width: int, height: int) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
 
 class Browser:
@@ -178,10 +209,7 @@ class Browser:
         self._connection.pages[attached["sessionId"]] = page
         for domain in ("Page", "Runtime", "Log"):
             await page.send(f"{domain}.enable")
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-        )
+        await page._viewport(width, height)
         return page
 
 

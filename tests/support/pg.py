@@ -4,6 +4,7 @@ ways to make the database misbehave on cue (a lock, a killed backend)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -69,6 +70,38 @@ async def _ensure_big_database(url: str) -> str:
 
 def big_database_url(session_url: str) -> str:
     return asyncio.run(_ensure_big_database(session_url))
+
+
+async def create_scratch_database(url: str, prefix: str = "scratch") -> str:
+    """A new, empty database on the server at url (its URL): a test's own, to create tables in."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(url)
+    try:
+        # Identifiers cannot be bound parameters; the name is generated above.
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(url, name)
+
+
+@asynccontextmanager
+async def scratch_database(url: str, prefix: str = "scratch") -> AsyncIterator[str]:
+    """A new, empty database on the server at url (its URL) for the block, dropped afterwards."""
+    scratch = await create_scratch_database(url, prefix)
+    try:
+        yield scratch
+    finally:
+        await drop_database(scratch)
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database url names (from the server's postgres database), connections and all."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(_with_database(url, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 class RestartablePostgres:

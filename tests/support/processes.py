@@ -45,12 +45,17 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, tmp_path: Path, settings: dict[str, object], open_files: int | tuple[int, int | None] | None = None
+        cls,
+        tmp_path: Path,
+        settings: dict[str, object],
+        open_files: int | tuple[int, int | None] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> ServerProcess:
         """Start `run.py serve`; open_files sets its open-file limit: n (soft and hard), or (soft, hard or None
-        for the current hard one)."""
+        for the current hard one); environment adds variables besides the settings (TMPDIR, say)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMING_API_") and k != "DATABASE_URL"}
+        env.update(environment or {})
         for name, value in settings.items():
             env[f"STREAMING_API_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
         log_path = tmp_path / f"server-{port}.log"
@@ -124,6 +129,18 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+async def communicate_within(process: asyncio.subprocess.Process, within: float) -> tuple[bytes, bytes]:
+    """Its stdout and stderr once it exits; killed (and the test failed by the timeout) if it has not within
+    `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            return await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def listening_addresses(port: int) -> list[str]:

@@ -41,6 +41,26 @@ async def test_a_valid_request_with_a_credential_parameter_still_logs_it_redacte
 
 
 @pytest.mark.parametrize(
+    ("path", "status"), [("/chunked", 401), ("/nowhere", 404)], ids=["refused token", "unknown path"]
+)
+async def test_a_json_error_logs_the_bytes_of_its_body(client, path, status, caplog):
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOG):
+        response = await client.get(path)
+        body = await response.read()
+    assert response.status == status and body.startswith(b'{"error"')
+    [line] = _access_lines(caplog)
+    assert f" bytes={len(body)} " in line
+
+
+async def test_a_refused_parameter_logs_the_bytes_of_its_body(client, auth, caplog):
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOG):
+        response = await client.get("/standard?limit=x", headers=auth)
+        body = await response.read()
+    assert response.status == 400
+    assert f" bytes={len(body)} " in _access_lines(caplog)[0]
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "token",

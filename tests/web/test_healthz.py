@@ -12,7 +12,8 @@ import pytest
 
 from streaming_api.settings import Settings
 from streaming_api.web.app import create_app
-from tests.support.pg import RestartablePostgres
+from tests.support.pg import RestartablePostgres, seed_database
+from tests.support.scratch import scratch_directory
 
 OUTAGE_ROWS = 10
 
@@ -25,18 +26,21 @@ async def test_healthz_reports_ok_when_the_database_is_up(client):
 
 @pytest.fixture(scope="module")
 def separate_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartablePostgres]:
-    server = RestartablePostgres(tmp_path_factory.mktemp("outage"))
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()
+    with scratch_directory(tmp_path_factory, "outage") as data_dir:
+        server = RestartablePostgres(data_dir)
+        server.start()
+        # The service writes nothing to a database given by URL: the test seeds it.
+        asyncio.run(seed_database(server.url, OUTAGE_ROWS))
+        try:
+            yield server
+        finally:
+            if server.running:
+                server.stop()
 
 
 @pytest.fixture
 async def outage_client(separate_postgres, aiohttp_client, settings: Settings):
-    """A client on an app whose database is the separate server, running and seeded when the test starts."""
+    """A client on an app whose database is the separate server, running when the test starts."""
     if not separate_postgres.running:
         await asyncio.to_thread(separate_postgres.start)
     app = create_app(settings.replace(database_url=separate_postgres.url, rows=OUTAGE_ROWS))

@@ -10,7 +10,7 @@ import json
 import pyarrow.ipc
 import pytest
 
-from streaming_api.web import handlers
+from streaming_api.web import sinks
 from tests.support.bodies import COLUMNS, ENDPOINTS, FORMATS, raw_rows
 from tests.support.pg import ROWS
 
@@ -90,7 +90,7 @@ COUNTS = [
     ("after_id=2000", ROWS - 2000, False),
     ("after_id=2000&limit=100", 100, True),
     ("after_id=2300&limit=1000", ROWS - 2300, True),
-    (f"after_id={ROWS}", 0, True),
+    (f"after_id={ROWS}", 0, False),
     ("limit=0", 0, True),
 ]
 
@@ -99,7 +99,7 @@ COUNTS = [
 def patient_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first page's headers wait for the count a millisecond at most: long enough on a quiet machine,
     not on a busy one. These tests are about the count's value, so they let it wait."""
-    monkeypatch.setattr(handlers, "COUNT_WAIT_SECONDS", 5.0)
+    monkeypatch.setattr(sinks, "COUNT_WAIT_SECONDS", 5.0)
 
 
 @pytest.mark.parametrize(("query", "rows", "exact"), COUNTS)
@@ -140,6 +140,52 @@ async def test_head_says_how_many_rows_a_get_would_carry(client, auth):
 
 
 def test_columns_are_the_service_s_own():
-    from streaming_api.columns import COLUMNS as SERVICE_COLUMNS
+    from streaming_api.db.schema import COLUMNS as SERVICE_COLUMNS
 
     assert tuple(COLUMNS) == SERVICE_COLUMNS
+
+
+async def test_every_data_response_carries_a_count_even_when_counting_never_ends(client, auth, monkeypatch):
+    """The exact count stuck (a busy database, say): the first byte does not wait for it, and the headers
+    carry the catalog's estimate instead, never nothing."""
+    import asyncio
+
+    from streaming_api.export import count
+
+    async def stuck(lanes, export):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(count, "expected", stuck)
+    for query in ("", "limit=10", "after_id=2000", "after_id=2000&limit=100"):
+        response = await client.get(f"/chunked?format=csv&{query}", headers=auth)
+        assert response.status == 200
+        assert "X-Row-Count-Estimate" in response.headers or "X-Row-Count" in response.headers, query
+        await response.read()
+
+
+@pytest.mark.parametrize("query", ["", "limit=10", "after_id=2000", "after_id=2300&limit=1000", "columns=id"])
+async def test_head_on_standard_gives_its_gets_exact_count(client, auth, query):
+    head = await client.head(f"/standard.csv?{query}", headers=auth)
+    get = await client.get(f"/standard.csv?{query}", headers=auth)
+    await get.read()
+    assert head.status == get.status == 200
+    for name in ("X-Row-Count", "X-Key", "Content-Type", "Content-Disposition"):
+        assert head.headers.get(name) == get.headers.get(name), name
+    assert "X-Row-Count-Estimate" not in head.headers
+
+
+@pytest.mark.parametrize("query", ["limit=10", "after_id=2300&limit=1000"])
+async def test_head_on_chunked_gives_its_gets_count(client, auth, query, patient_count):
+    head = await client.head(f"/chunked.csv?{query}", headers=auth)
+    get = await client.get(f"/chunked.csv?{query}", headers=auth)
+    await get.read()
+    assert head.headers["X-Row-Count"] == get.headers["X-Row-Count"]
+
+
+async def test_head_on_standard_over_its_row_cap_is_its_gets_413(aiohttp_client, settings, auth):
+    from streaming_api.web.app import create_app
+
+    client = await aiohttp_client(create_app(settings.replace(standard_max_rows=100)))
+    head = await client.head("/standard", headers=auth)
+    get = await client.get("/standard", headers=auth)
+    assert head.status == get.status == 413

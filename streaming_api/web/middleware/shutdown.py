@@ -55,6 +55,14 @@ async def finish_in_flight(app: web.Application) -> None:
         await asyncio.wait(pending, timeout=CANCELLED_GRACE_SECONDS)
 
 
+def cut_in_flight(app: web.Application) -> int:
+    """Cancel (abort) every request in flight now, rather than give it shutdown_timeout; how many there were."""
+    pending = list(app[IN_FLIGHT])
+    for task in pending:
+        task.cancel()
+    return len(pending)
+
+
 def install(app: web.Application) -> None:
     app[IN_FLIGHT] = set()
     app.on_shutdown.append(finish_in_flight)

@@ -91,6 +91,15 @@ def log_request(request: web.Request, status: int, timing: RequestTiming) -> Non
     )
 
 
+def _unsent_body_bytes(request: web.Request, response: web.StreamResponse) -> int:
+    """The length of a body handed back whole and not yet sent (a JSON error, /healthz); 0 for a response
+    that sent its own (an export) or sends none (HEAD, 204, 304)."""
+    if request.method == "HEAD" or response.prepared or response.status in (204, 304):
+        return 0
+    body = response.body if isinstance(response, web.Response) else None
+    return len(body) if isinstance(body, bytes | bytearray) else 0
+
+
 @web.middleware
 async def timing_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,9 +115,11 @@ async def timing_middleware(
     try:
         response = await handler(request)
         status = response.status
+        timing.mark_whole_body(_unsent_body_bytes(request, response))
         return response
     except web.HTTPException as exc:
         status = exc.status
+        timing.mark_whole_body(_unsent_body_bytes(request, exc))
         raise
     finally:
         if status == 500 and timing.status is not None:

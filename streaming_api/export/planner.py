@@ -1,0 +1,182 @@
+"""Where an export's pages begin and end (the Planner), so that pages can start without waiting for each other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Protocol
+
+from ..db.lanes import Lanes
+from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
+from .request import Export
+
+# Pages per plan (one statement, one walk of their stretch of the index).
+PLAN_PAGES = 32
+# The next window is planned when no more than this many planned pages are left to start.
+REPLAN_AHEAD_PAGES = 4
+
+
+class DatabaseClock(Protocol):
+    """Where an export adds up the time its queries took (the web layer's RequestTiming is one)."""
+
+    db_seconds: float
+
+
+class Planner:
+    """Where an export's pages begin and end.
+
+    A key of one integer column: the first page is the next ids (after `after`, or from the table's
+    smallest id as last reflected), so it starts at once, and where it ends is known before it runs. Any
+    other key: the first page's end is planned first (one short walk of the key's index). The pages after
+    it are planned a window at a time (one statement each), so pages need not wait for each other to
+    start: the next window is planned while the pages of this one run. Without a page size (/standard)
+    or a key (a view), one page holds every row. Pages hold at most page_size rows, fewer where rows are
+    wide: about page_bytes of them, from what rows weigh (sampled when the table was reflected, then as
+    pages arrive); for wide tables the plan itself adds up the rows' bytes."""
+
+    def __init__(
+        self, lanes: Lanes, export: Export, clock: DatabaseClock, smallest_key: int | None, signal: asyncio.Event
+    ) -> None:
+        self._lanes = lanes
+        # Set when a plan ends, so an export waiting on its pages sees a plan's failure at once.
+        self._signal = signal
+        self._export = export
+        self._clock = clock
+        self._after: KeyValue | None = export.after
+        # Rows of the limit not planned yet (None: no limit).
+        self._budget = export.limit
+        self.row_bytes = export.table.row_bytes or 0.0
+        self.ready: deque[PageSpec] = deque()
+        self.done = export.limit == 0
+        self._planning: asyncio.Task[None] | None = None
+        # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
+        self._first_pending = False
+        self._rows_before_plan = 0
+        self._first_rows = 0
+        if self.done:
+            return
+        if export.page_size is None or not export.table.key:
+            self.ready.append(PageSpec(export.after, None, export.limit))
+            self.done = True
+            return
+        self._first_rows = self._rows_per_page(min(export.page_size, export.first_page_size or export.page_size))
+        # The first id range starts after `after`, or just before the smallest id (and takes any smaller
+        # id written since that was read: it has no lower bound).
+        base = export.after_integer if export.after is not None else None if smallest_key is None else smallest_key - 1
+        if export.table.integer_key and base is not None:
+            column = export.table.column(export.table.key[0])
+            assert column is not None and column.type.builtin is not None
+            top = INTEGER_MAX[column.type.builtin]
+            last = min(base + self._first_rows, top)
+            self.ready.append(PageSpec(export.after, (str(last),), self._budget))
+            self._after = (str(last),)
+            self.done = last == top
+            self._first_pending = self._budget is not None
+            self._first_rows = 0  # the first page is taken: plans use page_size from here
+
+    def _rows_per_page(self, rows: int) -> int:
+        """At most `rows`, and fewer where that many would weigh more than page_bytes."""
+        budget = self._export.page_bytes
+        if budget and self.row_bytes > 0:
+            rows = min(rows, max(1, int(budget // self.row_bytes)))
+        return rows
+
+    def weighed(self, rows: int, nbytes: int) -> None:
+        """A page arrived: rows weigh at least what these did (pages shrink, never grow, within an export)."""
+        if rows:
+            self.row_bytes = max(self.row_bytes, nbytes / rows)
+
+    def first_page_done(self, rows: int) -> None:
+        """The first page's row count: what is left of the limit for the pages after it."""
+        self._rows_before_plan = rows
+        if self._first_pending:
+            assert self._budget is not None
+            self._budget -= rows
+            self.done = self.done or self._budget == 0
+            self._first_pending = False
+
+    def take_ready(self, plan_ahead: bool = True) -> PageSpec | None:
+        """The next page if its bounds are known, without waiting; and, with plan_ahead, start planning the
+        next window in the background when few planned pages are left."""
+        self._collect()
+        spec = self.ready.popleft() if self.ready else None
+        if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and self._may_plan() and self._planning is None:
+            self._start_plan(Lanes.LATER)
+        return spec
+
+    def _start_plan(self, priority: int) -> None:
+        self._planning = asyncio.ensure_future(self._plan(priority))
+        self._planning.add_done_callback(lambda _: self._signal.set())
+
+    async def take(self, plan_ahead: bool = True) -> PageSpec | None:
+        """The next page, waiting for its plan if need be; None once every page has been taken."""
+        while not self.ready and self._may_plan():
+            if self._planning is None:
+                # No row sent yet (no first page, or it fell in a gap of the ids): the plan is first in line.
+                urgent = self._rows_before_plan == 0
+                self._start_plan(Lanes.FIRST if urgent else Lanes.LATER)
+            assert self._planning is not None
+            try:
+                await self._planning
+            finally:
+                self._planning = None
+        return self.take_ready(plan_ahead)
+
+    def _may_plan(self) -> bool:
+        return not self.done and not self._first_pending
+
+    @property
+    def planning(self) -> asyncio.Task[None] | None:
+        """The plan being fetched in the background, if any."""
+        return self._planning
+
+    def _collect(self) -> None:
+        """Take in a plan that finished in the background (raising its error, if it failed)."""
+        if self._planning is not None and self._planning.done():
+            planning, self._planning = self._planning, None
+            planning.result()
+
+    async def _plan(self, priority: int) -> None:
+        export = self._export
+        assert export.page_size is not None
+        if self._first_rows:
+            size, pages = self._first_rows, 1  # the first page of a key that is not an integer
+            self._first_rows = 0
+        else:
+            size = self._rows_per_page(export.page_size)
+            pages = PLAN_PAGES if self._budget is None else min(PLAN_PAGES, -(-self._budget // size))
+        # Wide rows: the plan adds up their bytes, so a page never holds much more than page_bytes.
+        weighed = (
+            export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None
+        )
+        sql = plan_sql(export.table, self._after, size, pages, weighed)
+        started = time.perf_counter()
+        try:
+            async with self._lanes.connection(priority) as conn:
+                records = await fetch_uncached(conn, sql)
+        finally:
+            self._clock.db_seconds += time.perf_counter() - started
+        for record in records:
+            bound: KeyValue = tuple(record[1:-1])
+            rows = record[-1]
+            if self._budget is not None and rows >= self._budget:
+                break  # the limit ends inside this page: the export's last page runs to its row count
+            # Bounded by the key, a page needs no row limit but the export's: rows written inside its range
+            # since the plan then come on top, never in place of rows that were there.
+            self.ready.append(PageSpec(self._after, bound, None if self._budget is None else rows))
+            self._after = bound
+            if self._budget is not None:
+                self._budget -= rows
+        else:
+            if len(records) == pages:
+                return  # more to plan
+        # The table (or the limit) ends in the next page: it has no upper bound.
+        self.ready.append(PageSpec(self._after, None, self._budget))
+        self.done = True
+
+    async def close(self) -> None:
+        if self._planning is not None:
+            self._planning.cancel()
+            await asyncio.gather(self._planning, return_exceptions=True)
+            self._planning = None
