@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ..db.lanes import Lanes
+from ..db.lanes import Lanes, Units
 from ..db.statements import sql_text
 from .layout import Layout
 from .planner import DatabaseClock, Planner
@@ -108,7 +108,7 @@ class PageFeed:
 
 
 async def _fetch_page(
-    lanes: Lanes, sql: str, layout: Layout, feed: PageFeed, clock: DatabaseClock, priority: int, whole: bool
+    lanes: Units, sql: str, layout: Layout, feed: PageFeed, clock: DatabaseClock, priority: int, whole: bool
 ) -> None:
     """One page: one COPY of its rows on one connection, its output handed to the feed as it arrives.
     `whole`: the export is one page of a relation without a key, however long (a statement of its own
@@ -124,7 +124,7 @@ async def _fetch_page(
 
 
 async def pages(
-    lanes: Lanes, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
+    lanes: Units, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
 ) -> AsyncIterator[Piece]:
     """The export's output in key order, as it arrives; up to `depth` pages in flight on their own
     connections. PostgreSQL renders the next pages on other backends while this one is written to the
@@ -236,7 +236,7 @@ async def _settle(in_flight: deque[tuple[PageFeed, asyncio.Task[None]]]) -> None
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _cursor_pages(lanes: Lanes, export: Export, clock: DatabaseClock) -> AsyncIterator[Piece]:
+async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> AsyncIterator[Piece]:
     """A whole-page format over a relation without a key: one cursor in one transaction (one snapshot),
     CURSOR_PAGE_ROWS rows a page (fewer where rows are wide). The connection is held for the export."""
     layout = export.layout
@@ -262,7 +262,7 @@ async def _cursor_pages(lanes: Lanes, export: Export, clock: DatabaseClock) -> A
 
 
 async def encoded_chunks(
-    lanes: Lanes, export: Export, timing: DatabaseClock, smallest_key: int | None = None
+    lanes: Units, export: Export, timing: DatabaseClock, smallest_key: int | None = None
 ) -> AsyncIterator[Chunk]:
     """The response body, as chunks of parts (joined by the sink, once): (head, the first output),
     (more output), ..., (tail). The head rides on the first output, so the first chunk already carries

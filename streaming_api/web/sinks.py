@@ -12,7 +12,7 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from ..db.lanes import Lanes
+from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
 from ..export import count
 from ..export.count import RowCount
@@ -42,6 +42,11 @@ def content_headers(response: web.StreamResponse, reply: Reply) -> None:
     if export.table.key:
         # What to resume by: after=[the last row's values of these columns] (JSON, ASCII-safe).
         response.headers["X-Key"] = json.dumps(list(export.table.key))
+    if export.snapshot_name is not None:
+        # The moment every row was read at: a resume presents it (snapshot=) to continue in it.
+        response.headers["X-Snapshot"] = export.snapshot_name
+        if not export.snapshot_name.startswith("primary:"):
+            response.headers["X-Snapshot-Source"] = "a hot standby: its data may lag the primary's"
 
 
 def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
@@ -49,7 +54,7 @@ def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
     response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
 
 
-def start_counting(reply: Reply, lanes: Lanes) -> asyncio.Task[RowCount]:
+def start_counting(reply: Reply, lanes: Units) -> asyncio.Task[RowCount]:
     task = asyncio.ensure_future(count.expected(lanes, reply.export))
     # Its outcome may be dropped (the headers went without it): never a "never retrieved" warning.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -61,7 +66,7 @@ class Buffered:
     More rows than standard_max_rows, or more bytes than standard_max_bytes, is a 413 (nothing is sent
     before the whole body is there, so the refusal is still clean)."""
 
-    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Units) -> None:
         self.request = request
         self.lanes = lanes
         self.reply = reply
@@ -119,7 +124,7 @@ class Streamed:
     """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes
     (compressed and flushed on its own when the client asked for a coding)."""
 
-    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Units) -> None:
         self.request = request
         self.lanes = lanes
         self.reply = reply
