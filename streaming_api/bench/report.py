@@ -281,8 +281,8 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     _num(arrow["rss_growth_mb_per_request_1_client_max"]),
                 ),
             ]
-        if "chunked_ndjson_snapshot" in figures:
-            held = figures["chunked_ndjson_snapshot"]
+        if "chunked_snapshot_ndjson" in figures:
+            held = figures["chunked_snapshot_ndjson"]
             first_byte = held["first_byte_ms_minus_snapshot_off"]
             lines += [
                 (

@@ -270,7 +270,7 @@ def _scope_headline(
         rss_with, rss_without = (
             stats["rss_growth_per_request_bytes"]["max"] if stats else None for stats in (one, unheld)
         )
-        figures["chunked_ndjson_snapshot"] = {
+        figures["chunked_snapshot_ndjson"] = {
             "total_over_snapshot_off": over(median(one, "total_ms"), median(unheld, "total_ms")),
             "first_byte_ms_minus_snapshot_off": None
             if first_with is None or first_without is None

@@ -50,6 +50,18 @@ class Units(Protocol):
 
     def transaction(self, priority: int, long: bool = False) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str: ...
+
+
+Output = Callable[[bytes], Awaitable[None]]
+
+
+async def copy_out(conn: asyncpg.Connection, statement: str, output: Output) -> str:
+    """A COPY ... TO STDOUT statement run as written, its output handed to `output` as it arrives; its
+    status ("COPY <rows>"). (asyncpg's copy_from_query would rewrite any `$n` in a statement given
+    arguments; a page has none, and is written whole by db.statements.)"""
+    return await conn._copy_out(statement, output, None)
+
 
 class Lanes:
     """Pool connections handed out by priority: a stream's first page and /healthz (FIRST) go before the
@@ -95,6 +107,11 @@ class Lanes:
             begin += f"; SET LOCAL statement_timeout = {self._long_timeout_ms}"
         async with self._unit(priority, begin) as conn:
             yield conn
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        """One COPY as a unit of work (`long`: a whole export's, in a transaction of request_deadline)."""
+        async with self.transaction(priority, long=True) if long else self.connection(priority) as conn:
+            return await copy_out(conn, statement, output)
 
     def reading(self, snapshot: str) -> Reading:
         """These lanes, every unit of work in a transaction of its own that imports `snapshot` (an id that
@@ -152,12 +169,26 @@ class Lanes:
 
 
 class Reading:
-    """Lanes whose units of work all read one exported snapshot (Lanes.reading)."""
+    """Lanes whose units of work all read one exported snapshot (Lanes.reading). Straight to PostgreSQL a
+    page is still one round trip: its COPY rides in one query string behind the SETs that import the
+    snapshot, which PostgreSQL runs as one implicit transaction; any other unit is a transaction of its own
+    (BEGIN ... COMMIT)."""
 
     def __init__(self, lanes: Lanes, snapshot: str) -> None:
         self._lanes = lanes
         imported = f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
         self._begin = imported + (lanes.unit_begin or "BEGIN").removeprefix("BEGIN")
+        self._prefix: str | None = None
+        if lanes.unit_begin is None:
+            imports = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT"
+            self._prefix = f"{imports} '{snapshot}'; "
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        if self._prefix is None or long:
+            async with self.transaction(priority, long) as conn:
+                return await copy_out(conn, statement, output)
+        async with self._lanes._unit(priority, None) as conn:
+            return await copy_out(conn, self._prefix + statement, output)
 
     def connection(self, priority: int) -> AbstractAsyncContextManager[asyncpg.Connection]:
         return self._lanes._unit(priority, self._begin)

@@ -1,14 +1,17 @@
 """Exports that read one moment of the database: a snapshot held open for each of them.
 
 /chunked runs an export as many statements (pages, plans, a count). To have every one of them see what
-one COPY at the export's start would have seen, the export takes a holder: a connection of its own in a
-REPEATABLE READ transaction that exports its snapshot (`pg_export_snapshot()`). Straight to PostgreSQL
-the export's statements run on the shared lanes, in parallel, each in a transaction that imports it (`SET
-TRANSACTION SNAPSHOT`, db.lanes.Reading), and the holder itself reads no table, so it holds no lock.
-Behind a transaction pooler they run on the holder's connection, one at a time (HeldLane): an export then
-keeps one server connection and never waits for a second while it does, so exports cannot hold up one
-another's pages for ever. A snapshot lives on the server that exported it: an export reads the primary
-or one replica, never both.
+one COPY at the export's start would have seen, the export takes a holder: a connection of its own whose
+REPEATABLE READ transaction takes the snapshot and exports it (`pg_export_snapshot()`).
+
+Straight to PostgreSQL (Opening) the export's first statement runs on the holder, in that transaction,
+inside a savepoint: the first rows wait for one backend, as without a snapshot. Rolling the savepoint back
+then lets go of the locks the statement took (the holder keeps none while it waits), the holder exports
+the snapshot, and every later statement runs on the shared lanes, in parallel, each importing it (`SET
+TRANSACTION SNAPSHOT`, db.lanes.Reading). Behind a transaction pooler the export runs every statement on
+its holder's connection, one at a time (HeldLane): it then keeps one server connection and never waits for
+a second while it does, so exports cannot hold up one another's pages for ever. A snapshot lives on the
+server that exported it: an export reads the primary or one replica, never both.
 
 When its export ends a holder is kept `grace` seconds, so a resume (`snapshot=`) continues in it, on any
 worker of the same server: the resume's own holder imports it and exports it again under an id of its
@@ -28,13 +31,13 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
 
-from .lanes import patiently
+from .lanes import Lanes, Output, Reading, copy_out, patiently
 from .pool import close_pool, create_pool
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 # What pg_export_snapshot() returns (PostgreSQL 13 and later): nothing else is ever written into SQL.
 SNAPSHOT_ID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
 ROLLBACK_SECONDS = 1.0
+EXPORT = "SELECT pg_export_snapshot()"
 # How long a statement on a holder's connection may run on after its caller was cancelled.
 SETTLE_SECONDS = 1.0
 
@@ -54,17 +58,133 @@ class SnapshotGone(Exception):
 NOT_HELD = (asyncpg.UndefinedObjectError, asyncpg.InvalidParameterValueError)
 
 
-@dataclass
+@dataclass(eq=False)
 class Held:
-    """A snapshot held open: its id, its holder's connection, and when its grace period ends."""
+    """A holder: its connection, the snapshot it continues (a resume's), the id it exports its snapshot
+    under once it has taken it, and when its grace period ends."""
 
-    id: str
     conn: asyncpg.Connection
+    existing: str | None = None
+    id: str | None = None
     until: float | None = None
     # Whether its export ended whole (let go before those of cut exports), and whether a statement failed
     # or was cancelled in its transaction (then it holds nothing a resume could continue in).
     whole: bool = False
     broken: bool = False
+
+
+class Moment:
+    """The snapshot an export reads, as its response names it (X-Snapshot, "server:id"): known at once, or
+    once the export's first statement has taken it."""
+
+    def __init__(self, label: str, id: str | None = None) -> None:
+        self.label = label
+        self._id: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if id is not None:
+            self._id.set_result(id)
+        # What takes the snapshot when its name is wanted before any statement ran (an export of no rows).
+        self.take: Callable[[], Awaitable[None]] | None = None
+
+    def taken(self, id: str) -> None:
+        self._id.set_result(id)
+
+    def failed(self, exc: BaseException) -> None:
+        if not self._id.done():
+            self._id.set_exception(exc)
+            self._id.exception()  # retrieved: an export that failed first has its own error to raise
+
+    async def name(self) -> str:
+        if self.take is not None and not self._id.done():
+            await self.take()
+        return f"{self.label}:{await asyncio.shield(self._id)}"
+
+
+class Opening:
+    """A new export's units of work straight to PostgreSQL (db.lanes.Units). The first runs on the
+    holder's connection, in the transaction that takes the snapshot, inside a savepoint; once it is done the
+    savepoint is rolled back (its locks let go), the snapshot exported, and every later unit reads it on
+    the shared lanes, each in a transaction that imports it."""
+
+    def __init__(self, snapshots: Snapshots, held: Held, lanes: Lanes, moment: Moment) -> None:
+        self._snapshots = snapshots
+        self._held = held
+        self._lanes = lanes
+        self._moment = moment
+        self._first_taken = False
+        self._later: asyncio.Future[Reading] = asyncio.get_running_loop().create_future()
+        moment.take = self._take_now
+
+    async def _take_now(self) -> None:
+        """No statement has run yet, and the snapshot's name is wanted: take it with none."""
+        if self._first_taken:
+            return
+        self._first_taken = True
+        try:
+            await self._snapshots.begin(self._held)
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        self._taken()
+
+    async def _reading(self) -> Reading:
+        return await asyncio.shield(self._later)
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        if self._first_taken:
+            return await (await self._reading()).copy(priority, statement, output, long)
+        self._first_taken = True
+        try:
+            status = await copy_out(self._held.conn, f"{self._snapshots.opening(self._held)}; {statement}", output)
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        await self._exported()
+        return status
+
+    @contextlib.asynccontextmanager
+    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        if self._first_taken:
+            async with (await self._reading()).connection(priority) as conn:
+                yield conn
+            return
+        self._first_taken = True
+        try:
+            await self._held.conn.execute(self._snapshots.opening(self._held))
+            yield self._held.conn
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        await self._exported()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, priority: int, long: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        # Only a relation without a key runs in one transaction, and its export holds no snapshot.
+        async with (await self._reading()).transaction(priority, long) as conn:
+            yield conn
+
+    async def _exported(self) -> None:
+        """After the first unit: its savepoint rolled back and the snapshot exported, for the rest."""
+        try:
+            await self._snapshots.export(self._held)
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        self._taken()
+
+    def _taken(self) -> None:
+        assert self._held.id is not None
+        self._moment.taken(self._held.id)
+        self._later.set_result(self._lanes.reading(self._held.id))
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The export's first unit failed (or its snapshot could not be exported): the export ends with that
+        error (SnapshotGone when a resume's snapshot is not held), and nothing is left to continue in."""
+        self._held.broken = True
+        if isinstance(exc, NOT_HELD) and self._held.existing is not None:
+            exc = SnapshotGone(self._held.existing)
+        for waiting in (self._moment, self._later):
+            if isinstance(waiting, Moment):
+                waiting.failed(exc)
+            elif not waiting.done():
+                waiting.set_exception(exc)
+                waiting.exception()
+        return exc
 
 
 class HeldLane:
@@ -93,6 +213,10 @@ class HeldLane:
                 await conn.execute(f"SET LOCAL statement_timeout = {self._long_timeout_ms}")
                 self._long = True
             yield conn
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        async with self.transaction(priority, long) as conn:
+            return await copy_out(conn, statement, output)
 
 
 class _Settling:
@@ -142,61 +266,100 @@ class Snapshots:
         self._unit_begin: str | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         # Held for an export running now, held for a grace period (oldest first), and being opened.
-        self._active: dict[str, Held] = {}
+        self._active: set[Held] = set()
         self._graced: deque[Held] = deque()
         self._opening = 0
         self._expiry: asyncio.Task[None] | None = None
+        self._readying: asyncio.Task[None] | None = None
 
     @property
     def held(self) -> int:
         return len(self._active) + len(self._graced) + self._opening
 
+    async def start(self) -> None:
+        """Open the holders' pool now, one connection ready, so the first export does not wait to connect."""
+        await self._holders()
+
     async def _holders(self) -> asyncpg.Pool:
         async with self._connecting:
             if self._pool is None:
-                connected = await create_pool(self._url, 0, self._limit, self._statement_timeout)
+                connected = await create_pool(self._url, 1, self._limit, self._statement_timeout)
                 self._pool, self._unit_begin = connected.pool, connected.unit_begin
         return self._pool
 
+    def _keep_one_ready(self, pool: asyncpg.Pool) -> None:
+        """With no idle holder connection left, open one in the background for the next export (a
+        connection takes milliseconds to open; a first byte should not wait for it)."""
+        if pool.get_idle_size() or self.held + 1 > self._limit or self._readying is not None:
+            return
+
+        async def ready() -> None:
+            try:
+                conn = await pool.acquire()
+                try:
+                    # A new backend's first statements are slow (its caches are cold): run them now.
+                    await conn.execute(self._begin(None))
+                    await conn.fetchval(EXPORT)
+                finally:
+                    await self._release(conn)
+            except Exception as exc:  # the next export connects by itself, and says why if it cannot
+                log.debug("no spare holder connection: %s", exc)
+            finally:
+                self._readying = None
+
+        self._readying = asyncio.ensure_future(ready())
+
     async def hold(self, existing: str | None = None) -> Held:
-        """A new snapshot of the database now, or (a resume) the one `existing` names, held under an id of
-        its own; SnapshotGone if `existing` is no longer held anywhere on this server."""
+        """A holder for a new export: a connection of its own, no transaction yet (Opening, or begin(),
+        takes the snapshot); `existing` the snapshot a resume continues (SnapshotGone once it is taken, if
+        no longer held)."""
         if existing is not None and not SNAPSHOT_ID.fullmatch(existing):
             raise SnapshotGone(existing)
         while self.held >= self._limit and self._graced:
             await self.make_room()
         self._opening += 1
         try:
-            held = await patiently(self._open(existing), self.make_room)
+            pool = await self._holders()
+            conn = await patiently(pool.acquire(), self.make_room)
         finally:
             self._opening -= 1
-        self._active[held.id] = held
+        self._keep_one_ready(pool)
+        held = Held(conn, existing)
+        self._active.add(held)
         return held
 
-    async def _open(self, existing: str | None) -> Held:
-        pool = await self._holders()
-        conn = await pool.acquire()
+    async def begin(self, held: Held) -> None:
+        """Take the snapshot (or import the resume's) and export it, before any other statement."""
         try:
-            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-            if existing is not None:
-                begin += f"; SET TRANSACTION SNAPSHOT '{existing}'"
-            if self._unit_begin is not None:
-                begin += self._unit_begin.removeprefix("BEGIN")
-            try:
-                await conn.execute(begin)
-            except NOT_HELD:
-                raise SnapshotGone(existing) from None
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        except BaseException:
-            await self._release(conn)
-            raise
-        return Held(snapshot, conn)
+            await patiently(held.conn.execute(self._begin(held.existing)), self.make_room)
+        except NOT_HELD:
+            held.broken = True
+            raise SnapshotGone(held.existing) from None
+        held.id = await held.conn.fetchval(EXPORT)
+
+    def opening(self, held: Held) -> str:
+        """What the export's first statement runs behind, in one query (Opening): the transaction that takes
+        the snapshot, and a savepoint that keeps the statement's locks out of it."""
+        return f"{self._begin(held.existing)}; SAVEPOINT first"
+
+    async def export(self, held: Held) -> None:
+        """After the first statement: its savepoint rolled back, then the snapshot exported."""
+        await held.conn.execute("ROLLBACK TO SAVEPOINT first; RELEASE SAVEPOINT first")
+        held.id = await held.conn.fetchval(EXPORT)
+
+    def _begin(self, existing: str | None) -> str:
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        if existing is not None:
+            begin += f"; SET TRANSACTION SNAPSHOT '{existing}'"
+        if self._unit_begin is not None:
+            begin += self._unit_begin.removeprefix("BEGIN")
+        return begin
 
     async def done(self, held: Held, whole: bool) -> None:
         """The export ended: keep its snapshot `grace` seconds for a resume, or let it go now (no grace, a
         broken one, or a new export waiting for room)."""
-        self._active.pop(held.id, None)
-        if self._grace <= 0 or held.broken or self.held >= self._limit + 1:
+        self._active.discard(held)
+        if self._grace <= 0 or held.broken or held.id is None or self.held >= self._limit + 1:
             await self._let_go(held)
             return
         held.until = time.monotonic() + self._grace
@@ -235,11 +398,12 @@ class Snapshots:
         await self._pool.release(conn)
 
     async def close(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-        for held in [*self._active.values(), *self._graced]:
+        for task in (self._expiry, self._readying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for held in [*self._active, *self._graced]:
             with contextlib.suppress(Exception):
                 await self._let_go(held)
         self._active.clear()

@@ -73,6 +73,8 @@ class PoolSize:
     # Snapshots held at once (db.snapshots), and how long one is kept for a resume after its export.
     snapshot_limit: int = 1
     snapshot_grace: float = 0.0
+    # Whether /chunked's exports hold snapshots by default (then a holder connection is opened at once).
+    snapshots: bool = False
 
 
 @dataclass
@@ -124,8 +126,11 @@ class Sources:
         connected = await create_pool(source.url, size.min_size, size.max_size, size.statement_timeout)
         source.lanes = Lanes(connected.pool, size.max_size, connected.unit_begin, size.long_timeout)
         source.snapshots = Snapshots(source.url, size.snapshot_limit, size.snapshot_grace, size.statement_timeout)
-        # Behind a pooler a kept snapshot holds a server connection: any unit that waits for one frees it.
-        source.lanes.make_room = source.snapshots.make_room
+        if connected.unit_begin is not None:
+            # Behind a pooler a kept snapshot holds a server connection: a unit that waits for one frees it.
+            source.lanes.make_room = source.snapshots.make_room
+        if size.snapshots:
+            await source.snapshots.start()
 
     async def start_replicas(self) -> None:
         """Connect to every replica; one that does not answer is a warning (it is tried again later)."""

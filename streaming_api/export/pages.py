@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..db.lanes import Lanes, Units
-from ..db.statements import sql_text
+from ..db.statements import copy_statement, sql_text
 from .layout import Layout
 from .planner import DatabaseClock, Planner
 from .request import Export
@@ -115,9 +115,7 @@ async def _fetch_page(
     time limit, request_deadline's, inside a transaction)."""
     started = time.perf_counter()
     try:
-        unit = lanes.transaction(priority, long=True) if whole else lanes.connection(priority)
-        async with unit as conn:
-            status = await conn.copy_from_query(sql, output=feed.put, **layout.copy_options)
+        status = await lanes.copy(priority, copy_statement(sql, layout.copy_options), feed.put, long=whole)
     finally:
         clock.db_seconds += time.perf_counter() - started
     feed.end(int(status.rsplit(" ", 1)[-1]))  # status: "COPY <rows>"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from multidict import MultiMapping
 
 from ..db.catalog import Table
-from ..db.snapshots import SNAPSHOT_ID
+from ..db.snapshots import SNAPSHOT_ID, Moment
 from ..db.statements import INTEGER_MAX, MAX_ID, KeyValue
 from .formats import FORMATS, Format, negotiate
 from .layout import Layout
@@ -67,8 +67,8 @@ class Export:
     # snapshot= as asked: (the server's label, the snapshot's id) to continue in; None: a snapshot of now
     # (/chunked) or none needed (one statement); "off": /chunked's pages read the database as it is then.
     snapshot_asked: tuple[str, str] | str | None = None
-    # The snapshot the export reads, as the response names it (server:id, the X-Snapshot header).
-    snapshot_name: str | None = None
+    # The snapshot the export reads, as the response names it (X-Snapshot); None: no snapshot of its own.
+    snapshot: Moment | None = None
 
     @property
     def layout(self) -> Layout:

@@ -58,6 +58,7 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
                 settings.request_deadline,
                 settings.max_snapshots,
                 settings.snapshot_grace,
+                settings.snapshots,
             )
             sources = sources_for(db.url, settings.replica_urls, size)
             await sources.connect(sources.primary)

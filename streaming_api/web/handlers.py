@@ -17,7 +17,7 @@ from aiohttp import ClientConnectionResetError, web
 
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
-from ..db.snapshots import NOT_HELD, HeldLane, SnapshotGone
+from ..db.snapshots import NOT_HELD, HeldLane, Moment, Opening, SnapshotGone
 from ..db.sources import Source, where
 from ..export import count
 from ..export.count import RowCount
@@ -156,22 +156,27 @@ async def _in_snapshot(request: web.Request, reply: Reply, source: Source) -> As
     resumable = export.page_size is not None and bool(export.table.key)
     if not resumable or asked == "off" or (asked is None and not request.app[SETTINGS].snapshots):
         if isinstance(asked, tuple):
-            named = replace(export, snapshot_name=f"{source.label}:{asked[1]}")
-            yield replace(reply, export=named), source.lanes.reading(asked[1])
+            moment = Moment(source.label, asked[1])
+            yield replace(reply, export=replace(export, snapshot=moment)), source.lanes.reading(asked[1])
         else:
             yield reply, source.lanes
         return
     snapshots = source.snapshots
     held = await snapshots.hold(asked[1] if isinstance(asked, tuple) else None)
-    # Straight to PostgreSQL, pages run in parallel on the shared lanes, each importing the snapshot, and
-    # the holder touches no table (so it keeps no lock while kept for a resume). Behind a transaction
-    # pooler, the export runs on its holder's server connection alone: one that waited for a second while
-    # holding its first could wait for ever.
-    pooled = source.lanes.unit_begin is not None
-    lanes = HeldLane(held, source.lanes.long_timeout) if pooled else source.lanes.reading(held.id)
     whole = False
     try:
-        yield replace(reply, export=replace(export, snapshot_name=f"{source.label}:{held.id}")), lanes
+        lanes: Units
+        if source.lanes.unit_begin is None:
+            # The first statement on the holder, the rest in parallel on the shared lanes (db.snapshots).
+            moment = Moment(source.label)
+            lanes = Opening(snapshots, held, source.lanes, moment)
+        else:
+            # Behind a transaction pooler, every statement on the holder's server connection: one that
+            # waited for a second while it held its first could wait for ever.
+            await snapshots.begin(held)
+            moment = Moment(source.label, held.id)
+            lanes = HeldLane(held, source.lanes.long_timeout)
+        yield replace(reply, export=replace(export, snapshot=moment)), lanes
         whole = True
     finally:
         await snapshots.done(held, whole)
