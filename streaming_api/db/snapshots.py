@@ -4,13 +4,17 @@
 one COPY at the export's start would have seen, the export takes a holder: a connection of its own whose
 REPEATABLE READ transaction takes the snapshot and exports it (`pg_export_snapshot()`).
 
-Straight to PostgreSQL (Opening) the export's first statement runs on the holder, in that transaction,
-inside a savepoint: the first rows wait for one backend, as without a snapshot. Rolling the savepoint back
-then lets go of the locks the statement took (the holder keeps none while it waits), the holder exports
-the snapshot, and every later statement runs on the shared lanes, in parallel, each importing it (`SET
-TRANSACTION SNAPSHOT`, db.lanes.Reading). Behind a transaction pooler the export runs every statement on
-its holder's connection, one at a time (HeldLane): it then keeps one server connection and never waits for
-a second while it does, so exports cannot hold up one another's pages for ever. A snapshot lives on the
+Straight to PostgreSQL (Opening) the export's first statement runs on the holder, in one query with the
+transaction that takes the snapshot: that query exports the snapshot first and names it in a NOTICE
+(a COPY's query returns no rows, and the name must reach the response's headers with the first rows),
+then runs the statement inside a savepoint. The first rows wait for one backend and one round trip, as
+without a snapshot. Rolling the savepoint back afterwards, off the first rows' path, lets go of the locks
+the statement took (the holder keeps none while it waits); every later statement runs on the shared
+lanes, in parallel, each importing the snapshot (`SET TRANSACTION SNAPSHOT`, db.lanes.Reading).
+
+Behind a transaction pooler the export runs every statement on its holder's connection, one at a time
+(HeldLane): it then keeps one server connection and never waits for a second while it does, so exports
+cannot hold up one another's pages for ever. A snapshot lives on the
 server that exported it: an export reads the primary or one replica, never both.
 
 When its export ends a holder is kept `grace` seconds, so a resume (`snapshot=`) continues in it, on any
@@ -46,8 +50,14 @@ log = logging.getLogger(__name__)
 SNAPSHOT_ID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
 ROLLBACK_SECONDS = 1.0
 EXPORT = "SELECT pg_export_snapshot()"
+# How an opening query's NOTICE names the snapshot it exported.
+NAMED_PREFIX = "streaming_api snapshot "
 # How long a statement on a holder's connection may run on after its caller was cancelled.
 SETTLE_SECONDS = 1.0
+
+
+async def _dropped(data: bytes) -> None:
+    pass
 
 
 class SnapshotGone(Exception):
@@ -71,6 +81,8 @@ class Held:
     # or was cancelled in its transaction (then it holds nothing a resume could continue in).
     whole: bool = False
     broken: bool = False
+    # The first statement's savepoint being rolled back (Opening): awaited before the holder is let go.
+    settling: asyncio.Task[None] | None = None
 
 
 class Moment:
@@ -132,11 +144,16 @@ class Opening:
         if self._first_taken:
             return await (await self._reading()).copy(priority, statement, output, long)
         self._first_taken = True
+        conn = self._held.conn
+        self._snapshots.recent(conn, statement)
+        conn.add_log_listener(self._named)
         try:
-            status = await copy_out(self._held.conn, f"{self._snapshots.opening(self._held)}; {statement}", output)
+            status = await copy_out(conn, f"{self._snapshots.opening(self._held)}; {statement}", output)
         except BaseException as exc:
             raise self._failed(exc) from None
-        await self._exported()
+        finally:
+            conn.remove_log_listener(self._named)
+        self._settle()
         return status
 
     @contextlib.asynccontextmanager
@@ -146,26 +163,38 @@ class Opening:
                 yield conn
             return
         self._first_taken = True
+        conn = self._held.conn
+        conn.add_log_listener(self._named)
         try:
-            await self._held.conn.execute(self._snapshots.opening(self._held))
-            yield self._held.conn
+            await conn.execute(self._snapshots.opening(self._held))
         except BaseException as exc:
             raise self._failed(exc) from None
-        await self._exported()
+        finally:
+            conn.remove_log_listener(self._named)
+        try:
+            yield conn
+        except BaseException as exc:
+            raise self._failed(exc) from None
+        self._settle()
+
+    def _named(self, conn: asyncpg.Connection, message: asyncpg.PostgresLogMessage) -> None:
+        """The opening query's NOTICE: the snapshot's name, known before the first statement's rows."""
+        id = self._snapshots.named(message)
+        if id is not None and self._held.id is None:
+            self._held.id = id
+            self._taken()
+
+    def _settle(self) -> None:
+        """After the first unit: roll its savepoint back (its locks let go) while the export goes on."""
+        if self._held.id is None:  # no name came (PostgreSQL said nothing): the export cannot go on
+            raise self._failed(RuntimeError("the snapshot's transaction did not name its snapshot"))
+        self._held.settling = asyncio.ensure_future(self._snapshots.settle(self._held))
 
     @contextlib.asynccontextmanager
     async def transaction(self, priority: int, long: bool = False) -> AsyncIterator[asyncpg.Connection]:
         # Only a relation without a key runs in one transaction, and its export holds no snapshot.
         async with (await self._reading()).transaction(priority, long) as conn:
             yield conn
-
-    async def _exported(self) -> None:
-        """After the first unit: its savepoint rolled back and the snapshot exported, for the rest."""
-        try:
-            await self._snapshots.export(self._held)
-        except BaseException as exc:
-            raise self._failed(exc) from None
-        self._taken()
 
     def _taken(self) -> None:
         assert self._held.id is not None
@@ -271,6 +300,11 @@ class Snapshots:
         self._opening = 0
         self._expiry: asyncio.Task[None] | None = None
         self._readying: asyncio.Task[None] | None = None
+        # The latest export's first statement: what a new holder connection runs once, to warm its caches;
+        # the backends that did; the most exports held at once (how many warm connections to keep ready).
+        self._recent: str | None = None
+        self._warm: set[int] = set()
+        self._peak = 1
 
     @property
     def held(self) -> int:
@@ -279,6 +313,7 @@ class Snapshots:
     async def start(self) -> None:
         """Open the holders' pool now, one connection ready, so the first export does not wait to connect."""
         await self._holders()
+        self._ready_next()
 
     async def _holders(self) -> asyncpg.Pool:
         async with self._connecting:
@@ -287,27 +322,44 @@ class Snapshots:
                 self._pool, self._unit_begin = connected.pool, connected.unit_begin
         return self._pool
 
-    def _keep_one_ready(self, pool: asyncpg.Pool) -> None:
-        """With no idle holder connection left, open one in the background for the next export (a
-        connection takes milliseconds to open; a first byte should not wait for it)."""
-        if pool.get_idle_size() or self.held + 1 > self._limit or self._readying is not None:
-            return
+    def _ready_next(self) -> None:
+        """Once an export has ended, ready warm holder connections for the next ones, in the background."""
+        # Behind a pooler a holder's connection is a pooler's client: no server backend of its own to warm,
+        # and a transaction to warm one would take a server connection a resume may be waiting for.
+        if self._readying is None and self._pool is not None and self._unit_begin is None:
+            self._readying = asyncio.ensure_future(self._ready(self._pool))
+            self._readying.add_done_callback(self._readied)
 
-        async def ready() -> None:
-            try:
-                conn = await pool.acquire()
-                try:
-                    # A new backend's first statements are slow (its caches are cold): run them now.
-                    await conn.execute(self._begin(None))
-                    await conn.fetchval(EXPORT)
-                finally:
-                    await self._release(conn)
-            except Exception as exc:  # the next export connects by itself, and says why if it cannot
-                log.debug("no spare holder connection: %s", exc)
-            finally:
-                self._readying = None
+    async def _ready(self, pool: asyncpg.Pool) -> None:
+        """As many idle holder connections as exports have run at once (up to the limit), each warm: a first
+        byte should wait neither for a kept snapshot to be let go, nor for a connection to open, nor for a
+        new backend's caches (its first statements on a table take milliseconds more, so a new connection
+        runs the latest first statement once, its output dropped). Done after an export, not as the next
+        begins: nothing competes with a first page."""
+        wanted = min(self._peak, self._limit - len(self._active) - self._opening)
+        while self.held + wanted > self._limit and self._graced:
+            await self.make_room()
+        taken: list[asyncpg.Connection] = []
+        try:
+            for _ in range(min(wanted, self._limit - self.held)):
+                taken.append(await pool.acquire())
+            for conn in taken:
+                pid = conn.get_server_pid()
+                if pid not in self._warm:
+                    opening = self.opening(Held(conn))
+                    if self._recent is None:
+                        await conn.execute(opening)
+                    else:
+                        await copy_out(conn, f"{opening}; {self._recent}", _dropped)
+                    self._warm.add(pid)
+        finally:
+            for conn in taken:
+                await self._release(conn)
 
-        self._readying = asyncio.ensure_future(ready())
+    def _readied(self, task: asyncio.Task[None]) -> None:
+        self._readying = None
+        if not task.cancelled() and task.exception() is not None:  # the next export connects by itself
+            log.debug("no holder connection readied: %s", task.exception())
 
     async def hold(self, existing: str | None = None) -> Held:
         """A holder for a new export: a connection of its own, no transaction yet (Opening, or begin(),
@@ -323,9 +375,9 @@ class Snapshots:
             conn = await patiently(pool.acquire(), self.make_room)
         finally:
             self._opening -= 1
-        self._keep_one_ready(pool)
         held = Held(conn, existing)
         self._active.add(held)
+        self._peak = max(self._peak, len(self._active))
         return held
 
     async def begin(self, held: Held) -> None:
@@ -339,13 +391,32 @@ class Snapshots:
 
     def opening(self, held: Held) -> str:
         """What the export's first statement runs behind, in one query (Opening): the transaction that takes
-        the snapshot, and a savepoint that keeps the statement's locks out of it."""
-        return f"{self._begin(held.existing)}; SAVEPOINT first"
+        the snapshot, its export named in a NOTICE (whatever client_min_messages the role has), and a
+        savepoint that keeps the statement's locks out of it."""
+        return (
+            f"{self._begin(held.existing)}; SET LOCAL client_min_messages = notice; "
+            f"DO $$BEGIN RAISE NOTICE '{NAMED_PREFIX}%', pg_export_snapshot(); END$$; SAVEPOINT first"
+        )
 
-    async def export(self, held: Held) -> None:
-        """After the first statement: its savepoint rolled back, then the snapshot exported."""
-        await held.conn.execute("ROLLBACK TO SAVEPOINT first; RELEASE SAVEPOINT first")
-        held.id = await held.conn.fetchval(EXPORT)
+    def recent(self, conn: asyncpg.Connection, statement: str) -> None:
+        """A holder's connection runs an export's first statement: the one to warm new connections with."""
+        self._recent = statement
+        self._warm.add(conn.get_server_pid())
+
+    @staticmethod
+    def named(message: asyncpg.PostgresLogMessage) -> str | None:
+        """The snapshot an opening query's NOTICE names; None for any other message."""
+        text = getattr(message, "message", "") or ""
+        id = text.removeprefix(NAMED_PREFIX)
+        return id if text.startswith(NAMED_PREFIX) and SNAPSHOT_ID.fullmatch(id) else None
+
+    async def settle(self, held: Held) -> None:
+        """After the first statement: its savepoint rolled back, so the holder keeps no lock it took."""
+        try:
+            await held.conn.execute("ROLLBACK TO SAVEPOINT first; RELEASE SAVEPOINT first")
+        except BaseException:
+            held.broken = True
+            raise
 
     def _begin(self, existing: str | None) -> str:
         begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -359,6 +430,9 @@ class Snapshots:
         """The export ended: keep its snapshot `grace` seconds for a resume, or let it go now (no grace, a
         broken one, or a new export waiting for room)."""
         self._active.discard(held)
+        if held.settling is not None:
+            with contextlib.suppress(BaseException):
+                await held.settling
         if self._grace <= 0 or held.broken or held.id is None or self.held >= self._limit + 1:
             await self._let_go(held)
             return
@@ -367,6 +441,7 @@ class Snapshots:
         self._graced.append(held)
         if self._expiry is None or self._expiry.done():
             self._expiry = asyncio.ensure_future(self._expire())
+        self._ready_next()
 
     async def make_room(self) -> bool:
         """Let go of one snapshot kept only for a resume, for work that waits for its connection: the first
@@ -388,6 +463,9 @@ class Snapshots:
             await self._let_go(self._graced.popleft())
 
     async def _let_go(self, held: Held) -> None:
+        if held.settling is not None:
+            with contextlib.suppress(BaseException):
+                await held.settling
         await self._release(held.conn)
 
     async def _release(self, conn: asyncpg.Connection) -> None:

@@ -178,6 +178,45 @@ async def test_a_snapshot_past_its_grace_period_is_a_409_saying_to_restart(aioht
         raise await rejection(expired)
 
 
+async def test_a_snapshot_kept_for_a_resume_holds_no_lock_on_its_table(aiohttp_client, settings, ledger, auth):
+    """The first page runs in the holder's transaction; its locks go with its savepoint, so a snapshot kept
+    for a resume never blocks a migration (ALTER TABLE waits for any lock on the table)."""
+    client = await aiohttp_client(create_app(settings.replace(tables=(TABLE,), snapshot_grace=60)))
+    response = await client.get(f"{PATH}?format=ndjson&page_size=100&limit=250", headers=auth)
+    await response.read()
+    assert response.headers["X-Snapshot"]
+    conn = await asyncpg.connect(ledger)
+    try:
+        await conn.execute("SET lock_timeout = '2s'; ALTER TABLE moment.ledger ADD COLUMN added int")
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'ledger'"
+            " AND l.pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    assert held == 0
+
+
+async def test_a_role_that_hears_no_notices_still_gets_its_snapshot(aiohttp_client, settings, ledger, auth):
+    """The snapshot's name comes back in a NOTICE of the first page's query, whatever client_min_messages
+    the database gives the service's role."""
+    conn = await asyncpg.connect(ledger)
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{database}" SET client_min_messages = error')
+    try:
+        client = await aiohttp_client(create_app(settings.replace(tables=(TABLE,))))
+        response = await client.get(f"{PATH}?format=csv&page_size=100&limit=500", headers=auth)
+        body = await response.read()
+        snapshot = response.headers["X-Snapshot"]
+        reference = await (
+            await client.get(f"/standard/{TABLE}?format=csv&limit=500&snapshot={snapshot}", headers=auth)
+        ).read()
+        assert response.status == 200 and body == reference
+    finally:
+        await conn.execute(f'ALTER DATABASE "{database}" RESET client_min_messages')
+        await conn.close()
+
+
 async def test_a_snapshot_on_a_server_not_served_is_a_409(client, auth):
     response = await client.get("/chunked?snapshot=replica7:00000003-0000001B-1", headers=auth)
     assert response.status == 409
