@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 from multidict import MultiMapping
 
 from ..db.catalog import Table
-from ..db.snapshots import SNAPSHOT_ID, Moment
+from ..db.snapshot_units import Moment
+from ..db.snapshots import SNAPSHOT_ID
 from ..db.statements import INTEGER_MAX, MAX_ID, KeyValue
 from .formats import FORMATS, Format, negotiate
 from .layout import Layout

@@ -17,7 +17,8 @@ from aiohttp import ClientConnectionResetError, web
 
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
-from ..db.snapshots import NOT_HELD, HeldLane, Moment, Opening, SnapshotGone
+from ..db.snapshot_units import HeldLane, Moment, Opening
+from ..db.snapshots import NOT_HELD, SnapshotGone
 from ..db.sources import Source, where
 from ..export import count
 from ..export.count import RowCount
