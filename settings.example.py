@@ -61,6 +61,7 @@ POOL_MAX_SIZE = 10
 # HS* signing secret (at least 32 bytes): its text is the key. None generates a random one into
 # DATA_DIR/jwt_secret (mode 0600) on first use, so tokens survive restarts; that file's text (less its
 # newline) is the key in the same way, so it can be copied here. Prefer the environment for real secrets.
+# An older version's file (64 hex digits) still verifies the tokens it signed.
 JWT_SECRET = None
 
 # Algorithms a token may use: an explicit list, never "none"; HS* and RS*/ES* cannot be mixed.
@@ -98,6 +99,16 @@ STATEMENT_TIMEOUT = 30.0
 # The longest one /standard or /chunked request may take in all, in seconds: 503 if it runs out
 # before the headers, an aborted transfer after. A client cut off resumes with after_id.
 REQUEST_DEADLINE = 600.0
+
+# /chunked's pages all read one snapshot of the database, the moment a single COPY at the export's start
+# would read (what /standard gives), while writes go on: a transaction of the export's own holds it open
+# (one more connection per export) and holds back vacuum meanwhile. Responses name it (X-Snapshot); a
+# resume that presents it (snapshot=) continues in it, on any worker, for SNAPSHOT_GRACE seconds after
+# the export ends. At most MAX_SNAPSHOTS held per process (more exports wait for one). False: each page
+# reads the database as it is when it runs (a request can ask that with snapshot=off).
+SNAPSHOTS = True
+SNAPSHOT_GRACE = 60.0
+MAX_SNAPSHOTS = 32
 
 # A client that takes none of the pending response bytes for this long is dropped, in seconds
 # (a stream holds no database connection while it waits, but it does hold a page in memory).

@@ -90,6 +90,13 @@ class Settings:
     log_level: str = "INFO"
     # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
     standard_max_concurrency: int = 2
+    # /chunked's exports each read one snapshot of the database (as /standard's one COPY does), in a
+    # transaction held open for them on a connection of their own; kept snapshot_grace seconds after the
+    # export ends, so a resume (snapshot=) continues in it; at most max_snapshots held at once per process
+    # (more exports wait for one). False: /chunked's pages read the database as it is when each runs.
+    snapshots: bool = True
+    snapshot_grace: float = 60.0
+    max_snapshots: int = 32
     # /standard answers 413 (pointing to /chunked) when a request would return more rows than this, or a
     # body of more bytes than this.
     standard_max_rows: int = 1_000_000
@@ -215,6 +222,10 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"setting tables: {exc}") from None
     if not 0 <= s.catalog_refresh <= 86_400:
         raise bad("catalog_refresh", "must be 0..86,400 seconds (0: read the catalog at start-up only)")
+    if not 0 <= s.snapshot_grace <= 86_400:
+        raise bad("snapshot_grace", "must be 0..86,400 seconds")
+    if not 1 <= s.max_snapshots <= 10_000:
+        raise bad("max_snapshots", "must be 1..10,000")
     if not 4096 <= s.page_bytes <= 1 << 30:
         raise bad("page_bytes", "must be 4,096..1,073,741,824")
     if not 1 <= s.standard_max_bytes <= 1 << 30:

@@ -25,6 +25,8 @@ class Group:
     page_size: int | None
     # The table as a URL names it (None: the bare /chunked, the server's default table).
     table: str | None = None
+    # "off": /chunked?snapshot=off, each page reading the database as it is then (db.snapshots).
+    snapshot: str = "on"
 
     def path(self, limit: int | None) -> str:
         path = f"/{self.endpoint}"
@@ -33,6 +35,8 @@ class Group:
         path += f"?format={self.format}"
         if self.page_size is not None:
             path += f"&page_size={self.page_size}"
+        if self.snapshot == "off":
+            path += "&snapshot=off"
         if limit is not None:
             path += f"&limit={limit}"
         return path
@@ -49,21 +53,26 @@ class Group:
             parts.append(self.coding)
         if self.page_size is not None:
             parts.append(f"page {self.page_size:,}")
+        if self.snapshot == "off":
+            parts.append("snapshot off")
         return " ".join(parts)
 
 
 def groups(options: Options, rows: int | None, table: str | None = None) -> Iterator[Group]:
     """Every group of one size, in the order they run: format, endpoint, coding (identity first: the coded
-    bodies are compared with its body), page size (for /chunked only)."""
+    bodies are compared with its body), page size and snapshot (for /chunked only)."""
     codings = sorted(options.encodings, key=lambda c: c != IDENTITY)
     for fmt in options.formats:
         for endpoint in options.endpoints:
             pages: tuple[int | None, ...] = (None,)
-            if endpoint == "chunked" and options.page_sizes:
-                pages = options.page_sizes
+            snapshots: tuple[str, ...] = ("on",)
+            if endpoint == "chunked":
+                pages = options.page_sizes or pages
+                snapshots = options.snapshots
             for coding in codings:
                 for page_size in pages:
-                    yield Group(rows, fmt, endpoint, coding, page_size, table)
+                    for snapshot in snapshots:
+                        yield Group(rows, fmt, endpoint, coding, page_size, table, snapshot)
 
 
 def guards(options: Options) -> dict[str, object]:
@@ -110,6 +119,7 @@ def describe_options(options: Options, floor: bool) -> dict:
         "endpoints": list(o.endpoints),
         "encodings": list(o.encodings),
         "page_sizes": list(o.page_sizes) if o.page_sizes else None,
+        "snapshots": list(o.snapshots),
         "links": [link.label if link else "loopback" for link in o.links] or None,
         "shaper": o.shaper,
         "healthz_probe": o.healthz_probe,

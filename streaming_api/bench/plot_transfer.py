@@ -164,7 +164,9 @@ def plot_transfer(doc: dict[str, Any], path: Path) -> None:
         runs = {
             (g["endpoint"], g["coding"]): run
             for g in groups
-            if g["page_size"] == (page if g["endpoint"] == "chunked" else None) and (run := _median_run(g)) is not None
+            if g["page_size"] == (page if g["endpoint"] == "chunked" else None)
+            and g.get("snapshot", "on") == "on"
+            and (run := _median_run(g)) is not None
         }
         scope = f"link {link}" if link else "loopback"
         rows_panel(rows_ax, runs, scope)

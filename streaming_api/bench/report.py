@@ -24,8 +24,11 @@ def _range(spread: dict[str, float | None]) -> str:
 
 
 def _endpoint(s: dict[str, Any]) -> str:
-    """/chunked, or /chunked?page_size=100 when the plan sets one."""
-    return f"/{s['endpoint']}" + (f"?page_size={s['page_size']}" if s.get("page_size") is not None else "")
+    """/chunked, or /chunked?page_size=100&snapshot=off when the plan sets them."""
+    query = [f"page_size={s['page_size']}"] if s.get("page_size") is not None else []
+    if s.get("snapshot", "on") == "off":
+        query.append("snapshot=off")
+    return f"/{s['endpoint']}" + ("?" + "&".join(query) if query else "")
 
 
 def _coding(s: dict[str, Any]) -> str:
@@ -276,6 +279,24 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                 (
                     "/chunked arrow RSS growth per request, 1 client, max MB",
                     _num(arrow["rss_growth_mb_per_request_1_client_max"]),
+                ),
+            ]
+        if "chunked_snapshot_ndjson" in figures:
+            held = figures["chunked_snapshot_ndjson"]
+            first_byte = held["first_byte_ms_minus_snapshot_off"]
+            lines += [
+                (
+                    "/chunked ndjson total ÷ the same with snapshot=off, 1 client",
+                    _num(held["total_over_snapshot_off"], 3),
+                ),
+                (
+                    "/chunked first byte − with snapshot=off, median ms",
+                    "-" if first_byte is None else f"{first_byte:+.2f}",
+                ),
+                (
+                    "/chunked RSS growth per request, max MB: snapshot on / off",
+                    f"{_num(held['rss_growth_mb_per_request_max'])} / "
+                    f"{_num(held['rss_growth_mb_per_request_max_snapshot_off'])}",
                 ),
             ]
         lines.extend(coding_headline(figures))

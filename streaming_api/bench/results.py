@@ -42,6 +42,8 @@ class Options:
     encodings: tuple[str, ...] = ("identity",)
     # /chunked's ?page_size= values, one group each; None: the server's setting (no parameter).
     page_sizes: tuple[int, ...] | None = None
+    # /chunked with its snapshot ("on", the default) and without it (?snapshot=off), one group each.
+    snapshots: tuple[str, ...] = ("on",)
     # Links the client reaches the server over (bench.link), each running the whole plan; None: loopback.
     links: tuple[LinkSpec | None, ...] = ()
     # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
@@ -127,6 +129,8 @@ class GroupResult:
     coding: str = "identity"
     # /chunked's ?page_size= (None: the server's setting).
     page_size: int | None = None
+    # "off": /chunked?snapshot=off (its pages read the database as it is when each runs).
+    snapshot: str = "on"
     # The link's label ("100mbit,20ms"), None for loopback; how it was built is in BenchResult.links.
     link: str | None = None
     floor_runs: list[FloorRunResult] = field(default_factory=list)

@@ -180,6 +180,7 @@ class Runner:
             floors.FLOOR_OF_FORMAT[spec.format],
             coding=spec.coding,
             page_size=spec.page_size,
+            snapshot=spec.snapshot,
             link=self.link.spec.label if self.link else None,
         )
         server: ServerProcess | None = None

@@ -157,6 +157,7 @@ def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
         "endpoint": group.endpoint,
         "coding": group.coding,
         "page_size": group.page_size,
+        "snapshot": group.snapshot,
         "link": group.link,
         "floor": floor,
         "floor_ratio": ratio,
@@ -194,6 +195,11 @@ def _levels(result: BenchResult) -> list[int]:
     return sorted({run.concurrency for g in result.groups for run in g.runs})
 
 
+def _identity(s: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells a group's summary from the others of its size and link."""
+    return (s["endpoint"], s["format"], s["coding"], s["page_size"], s.get("snapshot", "on"))
+
+
 def main_page_size(page_sizes: list[int | None], default: int | None) -> int | None:
     """Of the page sizes a plan ran /chunked with, the one that stands for /chunked in the headline and the
     plots: none given (the server's setting), else the server's own page_size, else the smallest."""
@@ -208,9 +214,9 @@ def _scope_headline(
     """The headline figures of one size over one link (or loopback)."""
     page = main_page_size([s["page_size"] for s in summaries if s["endpoint"] == "chunked"], default_page)
 
-    def find(endpoint: str, fmt: str, coding: str = "identity") -> dict[str, Any] | None:
-        wanted = (endpoint, fmt, coding, page if endpoint == "chunked" else None)
-        return next((s for s in summaries if (s["endpoint"], s["format"], s["coding"], s["page_size"]) == wanted), None)
+    def find(endpoint: str, fmt: str, coding: str = "identity", snapshot: str = "on") -> dict[str, Any] | None:
+        wanted = (endpoint, fmt, coding, page if endpoint == "chunked" else None, snapshot)
+        return next((s for s in summaries if _identity(s) == wanted), None)
 
     def level(summary: dict[str, Any] | None, clients: int | None) -> dict[str, Any] | None:
         return summary["levels"].get(str(clients)) if summary and clients else None
@@ -256,6 +262,21 @@ def _scope_headline(
             "total_over_ndjson": over(median(arrow_one, "total_ms"), median(one, "total_ms")),
             "first_byte_ms_1_client_median": median(arrow_one, "first_byte_ms"),
             "rss_growth_mb_per_request_1_client_max": None if arrow_growth is None else arrow_growth / MB,
+        }
+    # /chunked without its snapshot (?snapshot=off): what reading one moment costs (one client, medians).
+    unheld = level(find("chunked", "ndjson", snapshot="off"), 1)
+    if unheld is not None:
+        first_with, first_without = median(one, "first_byte_ms"), median(unheld, "first_byte_ms")
+        rss_with, rss_without = (
+            stats["rss_growth_per_request_bytes"]["max"] if stats else None for stats in (one, unheld)
+        )
+        figures["chunked_snapshot_ndjson"] = {
+            "total_over_snapshot_off": over(median(one, "total_ms"), median(unheld, "total_ms")),
+            "first_byte_ms_minus_snapshot_off": None
+            if first_with is None or first_without is None
+            else first_with - first_without,
+            "rss_growth_mb_per_request_max": None if rss_with is None else rss_with / MB,
+            "rss_growth_mb_per_request_max_snapshot_off": None if rss_without is None else rss_without / MB,
         }
     # Per coding: the total against identity's (the same endpoint, one client, medians), and what the
     # compressed streams cost the server.

@@ -188,6 +188,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="/chunked's ?page_size=, one group each, e.g. 100,1000,10000 (default: the server's page_size)",
     )
     parser.add_argument(
+        "--snapshots",
+        type=names(("on", "off")),
+        default=("on",),
+        help="/chunked with its snapshot (on) and without (off: ?snapshot=off), one group each, e.g. on,off "
+        "(default on)",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help="every raw figure, and the machine (default: <data dir>/bench.json)"
     )
     parser.add_argument(
@@ -289,6 +296,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         timeout=args.timeout,
         encodings=args.encodings,
         page_sizes=args.page_sizes,
+        snapshots=args.snapshots,
         links=links,
         shaper=args.shaper,
     )
@@ -353,6 +361,8 @@ def describe_plan(options: Options) -> str:
         extra += f" × {', '.join(options.encodings)}"
     if options.page_sizes:
         extra += f" × /chunked pages of {', '.join(f'{p:,}' for p in options.page_sizes)}"
+    if "off" in options.snapshots:
+        extra += " × /chunked " + " and ".join(f"snapshot {s}" for s in options.snapshots)
     if options.links:
         extra += f" over {', '.join(link.label if link else 'loopback' for link in options.links)}"
     return (

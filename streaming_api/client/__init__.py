@@ -19,6 +19,7 @@ from .errors import (
     RequestRejected,
     Retry,
     RowCount,
+    SnapshotGone,
     StreamError,
     Unauthorized,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Row",
     "RowCount",
     "RowParser",
+    "SnapshotGone",
     "StreamError",
     "Unauthorized",
     "download",

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
 
-from .errors import Retry, Retryable, RowCount
+from .errors import Retry, Retryable, RowCount, SnapshotGone
 from .records import BodyError
 from .resume import Key, Options, after_argument, columns_argument, resumable
 
@@ -262,15 +262,28 @@ async def stream_record_batches(
 
 async def read_table(url: str, token: str, after_id: int | None = None, **options: object) -> pa.Table:
     """The whole export as one pyarrow.Table, equal to an uninterrupted download's whatever the drops
-    (resumed as stream_rows does); the arguments are stream_rows's."""
-    schema: pa.Schema | None = None
-    batches: list[pa.RecordBatch] = []
-    messages = arrow_messages(url, token, after_id, **options)  # type: ignore[arg-type]
-    async with aclosing(messages):
-        async for message in messages:
-            schema = message.schema
-            if message.batch is not None:
-                batches.append(message.batch)
-    if schema is None:
-        raise BodyError("no response reached its schema")
-    return pa.Table.from_batches(batches, schema=schema)
+    (resumed as stream_rows does); the arguments are stream_rows's. A resume whose snapshot the server no
+    longer holds starts the export again (the table is built only once the whole of one moment is in)."""
+    retries = int(options.get("retries", Options.retries))  # type: ignore[call-overload]
+    on_retry = options.get("on_retry")
+    restarts = 0
+    while True:
+        schema: pa.Schema | None = None
+        batches: list[pa.RecordBatch] = []
+        messages = arrow_messages(url, token, after_id, **options)  # type: ignore[arg-type]
+        try:
+            async with aclosing(messages):
+                async for message in messages:
+                    schema = message.schema
+                    if message.batch is not None:
+                        batches.append(message.batch)
+        except SnapshotGone as exc:
+            restarts += 1
+            if restarts > retries:
+                raise
+            if callable(on_retry):
+                on_retry(Retry(restarts, retries, 0.0, f"the export's snapshot is gone ({exc.error})", 0, None))
+            continue
+        if schema is None:
+            raise BodyError("no response reached its schema")
+        return pa.Table.from_batches(batches, schema=schema)

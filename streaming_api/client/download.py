@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from .errors import Retry, RowCount
+from .errors import Retry, RowCount, SnapshotGone
 from .raw import Block, RawWriter, raw_blocks
 from .records import FORMATS
 from .stream import ARROW, load_arrow
@@ -205,20 +205,36 @@ async def download(
         "compressed": compressed,
     }
     started = time.perf_counter()
-    rows = 0
     where = "stdout" if out is None else str(out)
+    in_place = written_in_place(out)
+    restarts = 0
     async with _output(out, where) as sink:
-        writer, items = _source(url, token, fmt, after_id, options, sink)
-        async with aclosing(items):
-            async for item in items:
+        while True:
+            writer, items = _source(url, token, fmt, after_id, options, sink)
+            rows = 0
+            try:
+                async with aclosing(items):
+                    async for item in items:
+                        with _writing(where):
+                            writer.write(item)
+                        rows += _rows(item)
+                        if on_progress is not None:
+                            on_progress(rows, writer.bytes_written)
+            except SnapshotGone as exc:
+                # What was written read another moment than the rest would: into a file replaced whole, start
+                # again (a new snapshot); written in place, nothing can be taken back.
+                restarts += 1
+                if in_place or restarts > retries:
+                    raise
+                reason = f"the export's snapshot is gone ({exc.error}): the {rows:,} rows so far are thrown away"
+                retrying(Retry(restarts, retries, 0.0, reason, 0, None))
                 with _writing(where):
-                    writer.write(item)
-                rows += _rows(item)
-                if on_progress is not None:
-                    on_progress(rows, writer.bytes_written)
-        with _writing(where):
-            writer.finish()
-    return FetchResult(rows, writer.bytes_written, time.perf_counter() - started, retried)
+                    sink.seek(0)
+                    sink.truncate()
+                continue
+            with _writing(where):
+                writer.finish()
+            return FetchResult(rows, writer.bytes_written, time.perf_counter() - started, retried)
 
 
 def _source(

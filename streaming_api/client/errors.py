@@ -43,6 +43,12 @@ class BadRequest(RequestRejected):
         return self.body.get("parameter")
 
 
+class SnapshotGone(RequestRejected):
+    """409: a resume named the snapshot its export read, and the server holds it no longer (its grace period
+    passed, or the server restarted). The rows received so far and the rest would be of two moments: the
+    export must start again (download() does, into a file it replaces whole)."""
+
+
 def after_text(key: tuple[str, ...] | None) -> str:
     """The after= that resumes after this key."""
     return "the start" if key is None else "after=" + json.dumps(list(key), ensure_ascii=False)
@@ -161,6 +167,8 @@ async def rejection(response: aiohttp.ClientResponse) -> RequestRejected:
     error = str(body.get("error") or response.reason or "error")
     detail = str(body.get("detail") or f"HTTP {response.status}")
     kind = {401: Unauthorized, 400: BadRequest}.get(response.status, RequestRejected)
+    if response.status == 409 and error == "snapshot_gone":
+        kind = SnapshotGone
     return kind(response.status, error, detail, body)
 
 

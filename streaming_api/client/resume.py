@@ -36,7 +36,7 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 # The query parameters the client sets itself on every (re)request.
-OWN_PARAMETERS = ("format", "after", "after_id", "limit", "page_size", "columns")
+OWN_PARAMETERS = ("format", "after", "after_id", "limit", "page_size", "columns", "snapshot")
 Key = tuple[str, ...]
 MAX_BACKOFF_SECONDS = 8.0
 READ_CHUNK_BYTES = 1 << 16
@@ -81,6 +81,8 @@ class Options:
     on_retry: Callable[[Retry], None] | None = None
     on_count: Callable[[RowCount], None] | None = None
     compressed: bool = True
+    # The snapshot to read (server:id, as a response's X-Snapshot said); None: the export's own.
+    snapshot: str | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0:
@@ -113,7 +115,13 @@ def columns_argument(columns: Sequence[str] | str | None) -> tuple[str, ...] | N
 
 
 def _request_url(
-    url: str, fmt: str, after: Key | None, limit: int | None, page_size: int | None, columns: tuple[str, ...] | None
+    url: str,
+    fmt: str,
+    after: Key | None,
+    limit: int | None,
+    page_size: int | None,
+    columns: tuple[str, ...] | None,
+    snapshot: str | None = None,
 ) -> URL:
     base = URL(url)
     clash = [name for name in OWN_PARAMETERS if name in base.query]
@@ -128,6 +136,8 @@ def _request_url(
         query["page_size"] = page_size
     if columns is not None:
         query["columns"] = ",".join(_quoted_name(name) for name in columns)
+    if snapshot is not None:
+        query["snapshot"] = snapshot
     return base.update_query(query)
 
 
@@ -152,6 +162,7 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
     after = options.after
     # The key the first response named: every resumed response must name the same.
     key: Key | None = None
+    snapshot = options.snapshot
     failures = 0
     # Whether a server has answered yet: until one has, a refused connection is a wrong URL, not a restart.
     answered = False
@@ -160,7 +171,7 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
         while limit is None or received < limit:
             remaining = None if limit is None else limit - received
             request_url = _request_url(
-                options.url, options.format, after, remaining, options.page_size, options.columns
+                options.url, options.format, after, remaining, options.page_size, options.columns, snapshot
             )
             decoder: Decoder[T] | None = None
             progressed = False
@@ -175,6 +186,9 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
                     if received and named != key:
                         raise CannotResume(received, f"the table's key changed ({key} before, {named} now)")
                     key = named
+                    # A resume continues in the snapshot the export read (under the id this response holds
+                    # it by): the rows of one moment, whatever the cuts.
+                    snapshot = response.headers.get("X-Snapshot", snapshot)
                     decoder = new_decoder(key)
                     count = announced_count(response.headers, received)
                     # An estimate never replaces an exact count: the rows left were known exactly.

@@ -201,8 +201,11 @@ async def stream_rows(
     attempt that brings rows starts the count again), then GaveUp is raised; a connection refused before
     any server answered raises NothingListening (a GaveUp) at once. Resuming needs the key: for a table
     without one (a view), or with `columns` that leave it out, a failure after rows arrived raises
-    CannotResume (one before the first row is retried as usual). 401 raises Unauthorized, 400
-    BadRequest, other 4xx RequestRejected, each carrying the server's message. Memory stays flat: rows
+    CannotResume (one before the first row is retried as usual). Every row is of one moment: a resume
+    continues in the snapshot the export read (the response's X-Snapshot), and raises SnapshotGone when
+    the server no longer holds it (its grace period passed, the server restarted); the rows yielded so far
+    are then of another moment than the rest would be, so run the export again. 401 raises Unauthorized,
+    400 BadRequest, other 4xx RequestRejected, each carrying the server's message. Memory stays flat: rows
     are parsed from each network read and never collected. The body travels zstd-compressed (decoded as
     it arrives) unless `compressed` is False.
 

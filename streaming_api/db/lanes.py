@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
 
 import asyncpg
 
@@ -15,6 +17,50 @@ from .statements import PING
 
 # A unit of work that failed may leave its transaction open: how long to try to roll it back.
 ROLLBACK_SECONDS = 1.0
+# A transaction's first statement that waits this long is waiting for a server connection (a pooler with
+# every one taken): the snapshots kept only for a resume give theirs up (db.snapshots), one at a time.
+MAKE_ROOM_AFTER_SECONDS = 0.2
+
+T = TypeVar("T")
+MakeRoom = Callable[[], Awaitable[bool]]
+
+
+async def patiently(step: Awaitable[T], make_room: MakeRoom | None) -> T:
+    """`step`; each time it has waited another MAKE_ROOM_AFTER_SECONDS, `make_room()`."""
+    if make_room is None:
+        return await step
+    task = asyncio.ensure_future(step)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=MAKE_ROOM_AFTER_SECONDS)
+            if done:
+                return task.result()
+            await make_room()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class Units(Protocol):
+    """Where an export's units of work run: the shared Lanes, or one export's own (db.snapshots.HeldLane)."""
+
+    def connection(self, priority: int) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+    def transaction(self, priority: int, long: bool = False) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str: ...
+
+
+Output = Callable[[bytes], Awaitable[None]]
+
+
+async def copy_out(conn: asyncpg.Connection, statement: str, output: Output) -> str:
+    """A COPY ... TO STDOUT statement run as written, its output handed to `output` as it arrives; its
+    status ("COPY <rows>"). (asyncpg's copy_from_query would rewrite any `$n` in a statement given
+    arguments; a page has none, and is written whole by db.statements.)"""
+    return await conn._copy_out(statement, output, None)
 
 
 class Lanes:
@@ -31,6 +77,9 @@ class Lanes:
         # Behind a transaction pooler: what opens each unit of work's transaction (db.pool.Connected).
         self.unit_begin = unit_begin
         # statement_timeout for a statement that is the whole export (request_deadline), in ms.
+        self.long_timeout = long_timeout
+        # What gives server connections back when a transaction's start waits for one (db.snapshots).
+        self.make_room: MakeRoom | None = None
         self._long_timeout_ms = max(1, round(long_timeout * 1000))
         self._free = capacity
         # LATER may not take the last `_reserved` free connections.
@@ -59,6 +108,16 @@ class Lanes:
         async with self._unit(priority, begin) as conn:
             yield conn
 
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        """One COPY as a unit of work (`long`: a whole export's, in a transaction of request_deadline)."""
+        async with self.transaction(priority, long=True) if long else self.connection(priority) as conn:
+            return await copy_out(conn, statement, output)
+
+    def reading(self, snapshot: str) -> Reading:
+        """These lanes, every unit of work in a transaction of its own that imports `snapshot` (an id that
+        db.snapshots holds, or checked by it)."""
+        return Reading(self, snapshot)
+
     @contextlib.asynccontextmanager
     async def _unit(self, priority: int, begin: str | None) -> AsyncIterator[asyncpg.Connection]:
         await self._take(priority)
@@ -67,7 +126,7 @@ class Lanes:
                 if begin is None:
                     yield conn
                 else:
-                    async with _transaction(conn, begin):
+                    async with _transaction(conn, begin, self.make_room):
                         yield conn
         finally:
             self._free += 1
@@ -109,11 +168,43 @@ class Lanes:
             turn.set_result(None)
 
 
+class Reading:
+    """Lanes whose units of work all read one exported snapshot (Lanes.reading). Straight to PostgreSQL a
+    page is still one round trip: its COPY rides in one query string behind the SETs that import the
+    snapshot, which PostgreSQL runs as one implicit transaction; any other unit is a transaction of its own
+    (BEGIN ... COMMIT)."""
+
+    def __init__(self, lanes: Lanes, snapshot: str) -> None:
+        self._lanes = lanes
+        imported = f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+        self._begin = imported + (lanes.unit_begin or "BEGIN").removeprefix("BEGIN")
+        self._prefix: str | None = None
+        if lanes.unit_begin is None:
+            imports = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT"
+            self._prefix = f"{imports} '{snapshot}'; "
+
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        if self._prefix is None or long:
+            async with self.transaction(priority, long) as conn:
+                return await copy_out(conn, statement, output)
+        async with self._lanes._unit(priority, None) as conn:
+            return await copy_out(conn, self._prefix + statement, output)
+
+    def connection(self, priority: int) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._lanes._unit(priority, self._begin)
+
+    def transaction(self, priority: int, long: bool = False) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        begin = self._begin
+        if long:
+            begin += f"; SET LOCAL statement_timeout = {self._lanes._long_timeout_ms}"
+        return self._lanes._unit(priority, begin)
+
+
 @contextlib.asynccontextmanager
-async def _transaction(conn: asyncpg.Connection, begin: str) -> AsyncIterator[None]:
+async def _transaction(conn: asyncpg.Connection, begin: str, make_room: MakeRoom | None) -> AsyncIterator[None]:
     """BEGIN (with its SET LOCALs) ... COMMIT in two simple-protocol round trips; rolled back on failure,
     so the pool gets the connection back clean (asyncpg would roll back too, but report it as an error)."""
-    await conn.execute(begin)
+    await patiently(conn.execute(begin), make_room)
     try:
         yield
     except BaseException:

@@ -21,6 +21,7 @@ import asyncpg
 
 from .lanes import Lanes
 from .pool import DB_ERRORS, close_pool, create_pool
+from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Source:
     url: str
     replica: bool
     lanes: Lanes | None = None
+    # The snapshots its exports hold (db.snapshots), once connected.
+    snapshots: Snapshots | None = None
     healthy: bool = False
     # When a failed replica may be tried again (time.monotonic()).
     retry_at: float = 0.0
@@ -67,6 +70,11 @@ class PoolSize:
     statement_timeout: float
     # For a statement that is a whole export (a relation without a key): request_deadline.
     long_timeout: float
+    # Snapshots held at once (db.snapshots), and how long one is kept for a resume after its export.
+    snapshot_limit: int = 1
+    snapshot_grace: float = 0.0
+    # Whether /chunked's exports hold snapshots by default (then a holder connection is opened at once).
+    snapshots: bool = False
 
 
 @dataclass
@@ -76,6 +84,10 @@ class Sources:
     replicas: list[Source] = field(default_factory=list)
     _turn: itertools.count = field(default_factory=itertools.count)
     _checking: asyncio.Task[None] | None = None
+
+    def named(self, label: str) -> Source | None:
+        """The source a label names (primary, replica1...), if it is one of this service's."""
+        return next((s for s in (self.primary, *self.replicas) if s.label == label), None)
 
     def for_export(self) -> list[Source]:
         """The sources to try for one export, in order: the usable replicas, starting with the next one in
@@ -113,6 +125,12 @@ class Sources:
         size = self.size
         connected = await create_pool(source.url, size.min_size, size.max_size, size.statement_timeout)
         source.lanes = Lanes(connected.pool, size.max_size, connected.unit_begin, size.long_timeout)
+        source.snapshots = Snapshots(source.url, size.snapshot_limit, size.snapshot_grace, size.statement_timeout)
+        if connected.unit_begin is not None:
+            # Behind a pooler a kept snapshot holds a server connection: a unit that waits for one frees it.
+            source.lanes.make_room = source.snapshots.make_room
+        if size.snapshots:
+            await source.snapshots.start()
 
     async def start_replicas(self) -> None:
         """Connect to every replica; one that does not answer is a warning (it is tried again later)."""
@@ -152,6 +170,8 @@ class Sources:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checking
         for source in (*self.replicas, self.primary):
+            if source.snapshots is not None:
+                await source.snapshots.close()
             if source.lanes is not None:
                 await close_pool(source.lanes.pool)
 

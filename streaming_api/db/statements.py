@@ -12,7 +12,7 @@ column name stays what it is).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -252,6 +252,12 @@ def validate_key_sql(served: Table) -> str:
         pg_type = f"{quote_identifier(column.type.schema)}.{quote_identifier(column.type.name)}"
         casts.append(f"quote_literal(CAST(CAST(${i} AS text) AS {pg_type}))")
     return "SELECT " + ", ".join(casts)
+
+
+def copy_statement(query: str, options: Mapping[str, str]) -> str:
+    """COPY (query) TO STDOUT with its options (FORMAT, DELIMITER...: the layouts' own constants)."""
+    written = ", ".join(f"{name.upper()} '{value.replace(chr(39), chr(39) * 2)}'" for name, value in options.items())
+    return f"COPY ({query}) TO STDOUT" + (f" ({written})" if written else "")
 
 
 async def fetch_uncached(conn: asyncpg.Connection, sql: str) -> list[asyncpg.Record]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..db.lanes import Lanes
+from ..db.lanes import Lanes, Units
 from ..db.statements import count_up_to_sql, estimate_sql, fetch_uncached
 from .request import Export
 
@@ -43,7 +43,7 @@ def estimate(export: Export) -> RowCount:
     return RowCount(total, False)
 
 
-async def expected(lanes: Lanes, export: Export) -> RowCount:
+async def expected(lanes: Units, export: Export) -> RowCount:
     """Exact for a small limit, the planner's estimate after a key that is not an integer, else estimate()."""
     if export.limit == 0:
         return RowCount(0, True)

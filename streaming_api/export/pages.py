@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ..db.lanes import Lanes
-from ..db.statements import sql_text
+from ..db.lanes import Lanes, Units
+from ..db.statements import copy_statement, sql_text
 from .layout import Layout
 from .planner import DatabaseClock, Planner
 from .request import Export
@@ -108,23 +108,21 @@ class PageFeed:
 
 
 async def _fetch_page(
-    lanes: Lanes, sql: str, layout: Layout, feed: PageFeed, clock: DatabaseClock, priority: int, whole: bool
+    lanes: Units, sql: str, layout: Layout, feed: PageFeed, clock: DatabaseClock, priority: int, whole: bool
 ) -> None:
     """One page: one COPY of its rows on one connection, its output handed to the feed as it arrives.
     `whole`: the export is one page of a relation without a key, however long (a statement of its own
     time limit, request_deadline's, inside a transaction)."""
     started = time.perf_counter()
     try:
-        unit = lanes.transaction(priority, long=True) if whole else lanes.connection(priority)
-        async with unit as conn:
-            status = await conn.copy_from_query(sql, output=feed.put, **layout.copy_options)
+        status = await lanes.copy(priority, copy_statement(sql, layout.copy_options), feed.put, long=whole)
     finally:
         clock.db_seconds += time.perf_counter() - started
     feed.end(int(status.rsplit(" ", 1)[-1]))  # status: "COPY <rows>"
 
 
 async def pages(
-    lanes: Lanes, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
+    lanes: Units, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
 ) -> AsyncIterator[Piece]:
     """The export's output in key order, as it arrives; up to `depth` pages in flight on their own
     connections. PostgreSQL renders the next pages on other backends while this one is written to the
@@ -236,7 +234,7 @@ async def _settle(in_flight: deque[tuple[PageFeed, asyncio.Task[None]]]) -> None
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _cursor_pages(lanes: Lanes, export: Export, clock: DatabaseClock) -> AsyncIterator[Piece]:
+async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> AsyncIterator[Piece]:
     """A whole-page format over a relation without a key: one cursor in one transaction (one snapshot),
     CURSOR_PAGE_ROWS rows a page (fewer where rows are wide). The connection is held for the export."""
     layout = export.layout
@@ -262,7 +260,7 @@ async def _cursor_pages(lanes: Lanes, export: Export, clock: DatabaseClock) -> A
 
 
 async def encoded_chunks(
-    lanes: Lanes, export: Export, timing: DatabaseClock, smallest_key: int | None = None
+    lanes: Units, export: Export, timing: DatabaseClock, smallest_key: int | None = None
 ) -> AsyncIterator[Chunk]:
     """The response body, as chunks of parts (joined by the sink, once): (head, the first output),
     (more output), ..., (tail). The head rides on the first output, so the first chunk already carries

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Protocol
 
-from ..db.lanes import Lanes
+from ..db.lanes import Lanes, Units
 from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
 from .request import Export
 
@@ -36,7 +36,7 @@ class Planner:
     pages arrive); for wide tables the plan itself adds up the rows' bytes."""
 
     def __init__(
-        self, lanes: Lanes, export: Export, clock: DatabaseClock, smallest_key: int | None, signal: asyncio.Event
+        self, lanes: Units, export: Export, clock: DatabaseClock, smallest_key: int | None, signal: asyncio.Event
     ) -> None:
         self._lanes = lanes
         # Set when a plan ends, so an export waiting on its pages sees a plan's failure at once.

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from multidict import MultiMapping
 
 from ..db.catalog import Table
+from ..db.snapshot_units import Moment
+from ..db.snapshots import SNAPSHOT_ID
 from ..db.statements import INTEGER_MAX, MAX_ID, KeyValue
 from .formats import FORMATS, Format, negotiate
 from .layout import Layout
@@ -26,6 +28,8 @@ from .layout import Layout
 # Plain ASCII digits only: int() would also take " 1", "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 _SHOWN = 60
+# A source's label in a snapshot's name (primary, replica1...).
+_SOURCE_LABEL = re.compile(r"[a-z]+[0-9]*")
 WHOLE_PAGE_COPIES = 4
 
 
@@ -61,6 +65,11 @@ class Export:
     first_page_size: int | None = None
     # About how many bytes a page may hold (its rows are fewer where rows are wide); None: no bound.
     page_bytes: int | None = None
+    # snapshot= as asked: (the server's label, the snapshot's id) to continue in; None: a snapshot of now
+    # (/chunked) or none needed (one statement); "off": /chunked's pages read the database as it is then.
+    snapshot_asked: tuple[str, str] | str | None = None
+    # The snapshot the export reads, as the response names it (X-Snapshot); None: no snapshot of its own.
+    snapshot: Moment | None = None
 
     @property
     def layout(self) -> Layout:
@@ -160,6 +169,16 @@ def _key_values(raw: str, served: Table) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _snapshot(raw: str | None) -> tuple[str, str] | str | None:
+    """snapshot= as a response's X-Snapshot named it (server:id), or "off"."""
+    if raw is None or raw == "off":
+        return raw
+    label, _, snapshot = raw.partition(":")
+    if not _SOURCE_LABEL.fullmatch(label) or not SNAPSHOT_ID.fullmatch(snapshot):
+        raise BadParameter("snapshot", f"must be what a response's X-Snapshot said, or off; got {raw[:_SHOWN]!r}")
+    return label, snapshot
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(name)
 
@@ -229,6 +248,7 @@ def parse_export(
         raise FormatUnavailable(fmt)
     page_size = _int_param(query, "page_size", 1, max_page_size) if "page_size" in allowed else None
     after, after_text = _after(query, served)
+    snapshot_asked = _snapshot(query.get("snapshot"))
     export = Export(
         table=served,
         format=fmt,
@@ -239,6 +259,7 @@ def parse_export(
         page_size=page_size or default_page_size,
         first_page_size=first_page_size or None,
         page_bytes=page_bytes,
+        snapshot_asked=snapshot_asked,
     )
     if page_bytes and export.layout.whole_pages:
         # A whole page is held a few times over while its batch is made (its output, joined, the batch

@@ -52,7 +52,13 @@ def database_context(seed_progress: SeedProgress | None = None) -> Callable[[web
             app[DATABASE] = db.description
             assert db.url is not None
             size = PoolSize(
-                settings.pool_min_size, settings.pool_max_size, settings.statement_timeout, settings.request_deadline
+                settings.pool_min_size,
+                settings.pool_max_size,
+                settings.statement_timeout,
+                settings.request_deadline,
+                settings.max_snapshots,
+                settings.snapshot_grace,
+                settings.snapshots,
             )
             sources = sources_for(db.url, settings.replica_urls, size)
             await sources.connect(sources.primary)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..db.lanes import Lanes
+from ..db.lanes import Lanes, Units
 from ..db.statements import count_up_to_sql, fetch_uncached
 from ..export.request import Export
 
@@ -24,14 +24,14 @@ class StandardSlots:
         self.in_use -= 1
 
 
-async def exact_rows(lanes: Lanes, export: Export, cap: int) -> int:
+async def exact_rows(lanes: Units, export: Export, cap: int) -> int:
     """The export's rows, counted no further than cap + 1 (a walk of the key's index that stops early)."""
     up_to = cap + 1 if export.limit is None else min(export.limit, cap + 1)
     async with lanes.connection(Lanes.FIRST) as conn:
         return (await fetch_uncached(conn, count_up_to_sql(export.table, export.after, up_to)))[0][0]
 
 
-async def rows_exceed(lanes: Lanes, export: Export, cap: int) -> bool:
+async def rows_exceed(lanes: Units, export: Export, cap: int) -> bool:
     """Whether the export would return more than cap rows."""
     if export.limit is not None and export.limit <= cap:
         return False

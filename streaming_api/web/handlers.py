@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import asyncpg
 from aiohttp import ClientConnectionResetError, web
 
-from ..db.lanes import Lanes
+from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
+from ..db.snapshot_units import HeldLane, Moment, Opening
+from ..db.snapshots import NOT_HELD, SnapshotGone
 from ..db.sources import Source, where
 from ..export import count
 from ..export.count import RowCount
@@ -63,7 +65,7 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
 
 
 async def _send_export(
-    request: web.Request, reply: Reply, make_sink: Callable[[Reply, Lanes], Buffered | Streamed]
+    request: web.Request, reply: Reply, make_sink: Callable[[Reply, Units], Buffered | Streamed]
 ) -> web.StreamResponse:
     """Run the export into a sink, within request_deadline, reading from the first source that works: a
     replica that fails before anything was sent is set aside and the next one (at last the primary) tried.
@@ -74,6 +76,13 @@ async def _send_export(
     sources = request.app[SOURCES]
     deadline = asyncio.timeout(settings.request_deadline)
     candidates = sources.for_export()
+    asked = reply.export.snapshot_asked
+    if isinstance(asked, tuple):
+        # A snapshot lives on the server that exported it: the export reads that one, or none.
+        named = sources.named(asked[0])
+        if named is None or named.lanes is None:
+            raise problems.snapshot_gone(asked, "its server is not one this service reads")
+        candidates = [named]
     sink = make_sink(reply, request.app[LANES])
     try:
         async with deadline:
@@ -81,10 +90,11 @@ async def _send_export(
             reply = replace(reply, export=await resolve_after(request.app[LANES], reply.export))
             for attempt, source in enumerate(candidates):
                 assert source.lanes is not None
-                sink = make_sink(reply, source.lanes)
                 timing.source = source.label
                 try:
-                    await _export_into(request, reply, sink, source.lanes)
+                    async with _in_snapshot(request, reply, source) as (made, lanes):
+                        sink = make_sink(made, lanes)
+                        await _export_into(request, made, sink, lanes)
                 except DB_ERRORS as exc:
                     if sink.response.prepared or attempt == len(candidates) - 1:
                         raise
@@ -110,6 +120,8 @@ async def _send_export(
         if isinstance(exc, SCHEMA_CHANGED):
             request.app[CATALOG].refresh_soon(request.app[LANES])
         if not sink.response.prepared:
+            if isinstance(exc, (SnapshotGone, *NOT_HELD)) and isinstance(asked, tuple):
+                raise problems.snapshot_gone(asked, "it is no longer held (its grace period passed)") from None
             if deadline.expired():
                 raise problems.deadline_passed(settings.request_deadline) from None
             if isinstance(exc, DB_ERRORS):
@@ -133,7 +145,45 @@ async def _send_export(
     return sink.response
 
 
-async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Streamed, lanes: Lanes) -> None:
+@contextlib.asynccontextmanager
+async def _in_snapshot(request: web.Request, reply: Reply, source: Source) -> AsyncIterator[tuple[Reply, Units]]:
+    """The reply and where its statements run. /chunked's paged export reads a snapshot held for it (db.
+    snapshots: a new one, or the one snapshot= names, continued), kept for a resume when it ends; an export
+    given snapshot= reads that one; a single statement (/standard, a relation without a key) reads one
+    moment by itself."""
+    assert source.lanes is not None and source.snapshots is not None
+    export = reply.export
+    asked = export.snapshot_asked
+    resumable = export.page_size is not None and bool(export.table.key)
+    if not resumable or asked == "off" or (asked is None and not request.app[SETTINGS].snapshots):
+        if isinstance(asked, tuple):
+            moment = Moment(source.label, asked[1])
+            yield replace(reply, export=replace(export, snapshot=moment)), source.lanes.reading(asked[1])
+        else:
+            yield reply, source.lanes
+        return
+    snapshots = source.snapshots
+    held = await snapshots.hold(asked[1] if isinstance(asked, tuple) else None)
+    whole = False
+    try:
+        lanes: Units
+        if source.lanes.unit_begin is None:
+            # The first statement on the holder, the rest in parallel on the shared lanes (db.snapshots).
+            moment = Moment(source.label)
+            lanes = Opening(snapshots, held, source.lanes, moment)
+        else:
+            # Behind a transaction pooler, every statement on the holder's server connection: one that
+            # waited for a second while it held its first could wait for ever.
+            await snapshots.begin(held)
+            moment = Moment(source.label, held.id)
+            lanes = HeldLane(held, source.lanes.long_timeout)
+        yield replace(reply, export=replace(export, snapshot=moment)), lanes
+        whole = True
+    finally:
+        await snapshots.done(held, whole)
+
+
+async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Streamed, lanes: Units) -> None:
     """The export itself: where /standard and /chunked part ways is the sink, what it does with each chunk."""
     await sink.before_export()
     key_range = reply.export.table.key_range

@@ -162,3 +162,14 @@ def table_changed(name: str) -> web.HTTPException:
         "revoked); retry",
         {"Retry-After": "1"},
     )
+
+
+def snapshot_gone(asked: tuple[str, str], why: str) -> web.HTTPException:
+    """A resume names a snapshot it cannot continue in: never a silent mix of moments."""
+    name = f"{asked[0]}:{asked[1]}"
+    return json_error(
+        web.HTTPConflict,
+        "snapshot_gone",
+        f"the snapshot {name} cannot be continued: {why}; restart the export (without snapshot= and after=)",
+        snapshot=name,
+    )

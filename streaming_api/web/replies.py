@@ -22,7 +22,7 @@ from . import encoding, problems
 from .keys import CATALOG, SETTINGS, TIMING
 
 # The parameters each endpoint takes.
-PARAMETERS = {"format", "limit", "after", "after_id", "columns"}
+PARAMETERS = {"format", "limit", "after", "after_id", "columns", "snapshot"}
 CHUNKED_PARAMETERS = PARAMETERS | {"page_size"}
 
 

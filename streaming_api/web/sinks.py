@@ -12,7 +12,7 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from ..db.lanes import Lanes
+from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
 from ..export import count
 from ..export.count import RowCount
@@ -27,7 +27,8 @@ from .sending import send_within
 COUNT_WAIT_SECONDS = 0.001
 
 
-def content_headers(response: web.StreamResponse, reply: Reply) -> None:
+def content_headers(response: web.StreamResponse, reply: Reply, snapshot: str | None = None) -> None:
+    """The headers every data response carries (`snapshot`: the name of the one its rows were read in)."""
     export = reply.export
     response.content_type = export.format.content_type
     response.charset = export.format.charset
@@ -42,6 +43,16 @@ def content_headers(response: web.StreamResponse, reply: Reply) -> None:
     if export.table.key:
         # What to resume by: after=[the last row's values of these columns] (JSON, ASCII-safe).
         response.headers["X-Key"] = json.dumps(list(export.table.key))
+    if snapshot is not None:
+        # The moment every row was read at: a resume presents it (snapshot=) to continue in it.
+        response.headers["X-Snapshot"] = snapshot
+        if not snapshot.startswith("primary:"):
+            response.headers["X-Snapshot-Source"] = "a hot standby: its data may lag the primary's"
+
+
+async def _snapshot_name(reply: Reply) -> str | None:
+    """The export's snapshot as X-Snapshot names it, once its first statement has taken it."""
+    return None if reply.export.snapshot is None else await reply.export.snapshot.name()
 
 
 def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
@@ -49,7 +60,7 @@ def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
     response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
 
 
-def start_counting(reply: Reply, lanes: Lanes) -> asyncio.Task[RowCount]:
+def start_counting(reply: Reply, lanes: Units) -> asyncio.Task[RowCount]:
     task = asyncio.ensure_future(count.expected(lanes, reply.export))
     # Its outcome may be dropped (the headers went without it): never a "never retrieved" warning.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -61,7 +72,7 @@ class Buffered:
     More rows than standard_max_rows, or more bytes than standard_max_bytes, is a 413 (nothing is sent
     before the whole body is there, so the refusal is still clean)."""
 
-    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Units) -> None:
         self.request = request
         self.lanes = lanes
         self.reply = reply
@@ -99,7 +110,7 @@ class Buffered:
             body = await asyncio.to_thread(_compress_whole, encoder, body)
         timing.encode_seconds += time.perf_counter() - started
         self.response.body = body
-        content_headers(self.response, self.reply)
+        content_headers(self.response, self.reply, await _snapshot_name(self.reply))
         count_headers(self.response, RowCount(self._rows, exact=True))
         self.response.headers["Server-Timing"] = (
             f"db;dur={timing.db_ms}, encode;dur={timing.encode_ms}, total;dur={timing.elapsed_ms()}"
@@ -119,7 +130,7 @@ class Streamed:
     """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes
     (compressed and flushed on its own when the client asked for a coding)."""
 
-    def __init__(self, request: web.Request, reply: Reply, lanes: Lanes) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Units) -> None:
         self.request = request
         self.lanes = lanes
         self.reply = reply
@@ -146,7 +157,7 @@ class Streamed:
         timing = self.request[TIMING]
         if not self.response.prepared:
             # The first chunk comes before the headers: a database failure up to here is still a clean 503.
-            content_headers(self.response, self.reply)
+            content_headers(self.response, self.reply, await _snapshot_name(self.reply))
             count_headers(self.response, await self._expected_rows())
             # A proxy must pass each chunk on as it comes (nginx honours this even in its stock configuration).
             self.response.headers["X-Accel-Buffering"] = "no"

@@ -53,6 +53,25 @@ async def test_exports_read_from_the_standby(settings, standby, with_auth, caplo
     assert _sources_used(caplog) == ["replica1"] * 3
 
 
+async def test_an_export_from_the_standby_reads_a_snapshot_of_the_standby(settings, standby, auth):
+    """The snapshot is exported by the standby (a hot standby can), named for it, and the response says its
+    data may lag the primary's; /standard given that snapshot reads the standby at the same moment."""
+    async with running(settings.replace(replica_urls=(standby.url(),))) as server:
+        async with server.session.get(f"{server.url}/chunked?page_size=100", headers=auth) as response:
+            snapshot = response.headers["X-Snapshot"]
+            assert snapshot.startswith("replica1:")
+            assert "standby" in response.headers["X-Snapshot-Source"]
+            body = await response.read()
+        async with server.session.get(f"{server.url}/standard?snapshot={snapshot}", headers=auth) as response:
+            assert response.status == 200 and response.headers["X-Snapshot"] == snapshot
+            assert await response.read() == body
+        # A resume naming the primary's server for a snapshot the standby holds is refused, never mixed.
+        elsewhere = snapshot.replace("replica1:", "primary:")
+        async with server.session.get(f"{server.url}/standard?snapshot={elsewhere}", headers=auth) as response:
+            assert response.status == 409 and (await response.json())["error"] == "snapshot_gone"
+    assert_rows("ndjson", body, 0, ROWS)
+
+
 async def test_exports_still_complete_from_the_primary_once_the_standby_stops(settings, standby, with_auth, caplog):
     caplog.set_level(logging.INFO)
     try:
