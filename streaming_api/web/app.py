@@ -11,6 +11,7 @@ from ..db.lanes import Lanes
 from ..db.served import Catalog
 from ..db.sources import PoolSize, sources_for
 from ..export.formats import BY_EXTENSION
+from ..names import parse_patterns
 from ..settings import Settings
 from ..tokens import load_keys
 from . import browser, discovery, handlers, logfilters
@@ -19,6 +20,7 @@ from .keys import (
     CATALOG,
     DATABASE,
     DATABASE_STATE,
+    DEFAULT_GRANT,
     KEYS,
     LANES,
     OBSERVER,
@@ -104,6 +106,7 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
     app[SETTINGS] = settings
     app[DATABASE_STATE] = DatabaseState()
     app[KEYS] = load_keys(settings)
+    app[DEFAULT_GRANT] = parse_patterns(settings.default_grant)
     app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)
     shutdown.install(app)
     cors.install(app)

@@ -173,3 +173,31 @@ def snapshot_gone(asked: tuple[str, str], why: str) -> web.HTTPException:
         f"the snapshot {name} cannot be continued: {why}; restart the export (without snapshot= and after=)",
         snapshot=name,
     )
+
+
+def table_not_granted(name: str) -> web.HTTPException:
+    """A served table the token may not read (its tables claim, or the default_grant setting)."""
+    return json_error(
+        web.HTTPForbidden,
+        "table_not_granted",
+        f"this token may not read {name[:200]!r}; GET /tables lists the tables it may",
+        table=name[:200],
+    )
+
+
+def role_refused(detail: str, role: str | None = None) -> web.HTTPException:
+    """The token's role cannot be used: roles are off here, or the service's login cannot assume it."""
+    extra = {} if role is None else {"role": role}
+    return json_error(web.HTTPForbidden, "role_refused", detail, **extra)
+
+
+def role_may_not_read(role: str, name: str, exc: BaseException) -> web.HTTPException:
+    """The database refused the role what the request reads (its GRANTs): PostgreSQL's own words."""
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return json_error(
+        web.HTTPForbidden,
+        "role_may_not_read",
+        f"the database does not let role {role!r} read {name[:200]}: {reason}",
+        role=role,
+        table=name[:200],
+    )

@@ -10,10 +10,12 @@ import asyncio
 import json
 import time
 
+import asyncpg
 from aiohttp import HttpVersion11, web
 
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
+from ..db.roles import role_of
 from ..export import count
 from ..export.count import RowCount
 from ..export.pages import Chunk
@@ -55,9 +57,11 @@ async def _snapshot_name(reply: Reply) -> str | None:
     return None if reply.export.snapshot is None else await reply.export.snapshot.name()
 
 
-def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
-    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise."""
-    response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
+def count_headers(response: web.StreamResponse, rows: RowCount | None) -> None:
+    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise (neither
+    when not known)."""
+    if rows is not None:
+        response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
 
 
 def start_counting(reply: Reply, lanes: Units) -> asyncio.Task[RowCount]:
@@ -143,15 +147,15 @@ class Streamed:
         # Counted beside the first page, on a connection of its own.
         self._count = start_counting(self.reply, self.lanes)
 
-    async def _expected_rows(self) -> RowCount:
+    async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it, and the headers always carry one."""
+        first byte never waits for it. Under a role none then: the catalog's estimate is the whole table's."""
         assert self._count is not None
         try:
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
-        except (TimeoutError, *DB_ERRORS):
+        except (TimeoutError, *DB_ERRORS, asyncpg.InsufficientPrivilegeError):
             self._count.cancel()
-            return count.estimate(self.export)
+            return count.estimate(self.export) if role_of(self.lanes) is None else None
 
     async def take(self, chunk: Chunk) -> None:
         timing = self.request[TIMING]
