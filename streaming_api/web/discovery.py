@@ -178,6 +178,32 @@ def openapi_document(served_tables: tuple[Table, ...], base_url: str) -> dict[st
             "responses": {"200": {"description": "The tables.", "content": open_json}},
         }
     }
+    paths["/links"] = {
+        "post": {
+            "summary": "A link that opens one export with no header, with the caller's grant, until it expires "
+            "(never after the caller's token).",
+            "security": [{"jwt": []}],
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "path": {"type": "string", "description": "The export's path and query."},
+                                "ttl": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds."},
+                            },
+                            "required": ["path"],
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "200": {"description": "The link: url, path (with sig=), expires (Unix time).", "content": open_json},
+                "400": {"$ref": "#/components/responses/problem"},
+                "401": {"$ref": "#/components/responses/problem"},
+            },
+        }
+    }
     paths["/healthz"] = {
         "get": {
             "summary": "Whether the database answers.",
