@@ -215,3 +215,12 @@ async def test_post_links_needs_a_token_in_the_header(client, link):
     signature = link("/chunked").rpartition("sig=")[2]
     response = await client.post(f"/links?sig={quote(signature)}", json={"path": "/chunked"})
     assert response.status == 401
+
+
+async def test_a_413_on_a_standard_link_points_to_chunked_without_the_signature(aiohttp_client, settings):
+    capped = settings.replace(standard_max_rows=10)
+    client = await aiohttp_client(create_app(capped))
+    response = await client.get(sign(load_keys(capped), "/standard/points.csv?columns=id", 60, {}))
+    assert response.status == 413
+    pointer = (await response.json())["chunked"]
+    assert pointer == "/chunked/points.csv?columns=id"
