@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 
-import asyncpg
 from aiohttp import HttpVersion11, web
 
 from ..db.lanes import Units
@@ -144,18 +143,22 @@ class Streamed:
         self._count: asyncio.Task[RowCount] | None = None
 
     async def before_export(self) -> None:
-        # Counted beside the first page, on a connection of its own.
-        self._count = start_counting(self.reply, self.lanes)
+        # Counted beside the first page, on a connection of its own. Not under a role: the catalog's figures
+        # are the whole table's, and a count under row-level security can take as long as the rows (a
+        # policy the planner misjudges), holding the snapshot's first statement, so the first byte.
+        if role_of(self.lanes) is None:
+            self._count = start_counting(self.reply, self.lanes)
 
     async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it. Under a role none then: the catalog's estimate is the whole table's."""
-        assert self._count is not None
+        first byte never waits for it. None under a role (no count was started)."""
+        if self._count is None:
+            return None
         try:
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
-        except (TimeoutError, *DB_ERRORS, asyncpg.InsufficientPrivilegeError):
+        except (TimeoutError, *DB_ERRORS):
             self._count.cancel()
-            return count.estimate(self.export) if role_of(self.lanes) is None else None
+            return count.estimate(self.export)
 
     async def take(self, chunk: Chunk) -> None:
         timing = self.request[TIMING]

@@ -98,6 +98,15 @@ async def test_head_under_a_role_counts_what_the_role_sees(grants_client, mint):
     assert response.headers["X-Row-Count"] == str(len(grants.ANALYST_IDS))
 
 
+async def test_chunked_under_a_role_announces_no_row_count(grants_client, mint):
+    """The catalog's figures are the whole table's: a role's export says nothing it cannot know at once."""
+    async with grants_client.get("/chunked/points?limit=10", headers=_auth(mint(role=grants.ANALYST))) as response:
+        assert response.status == 200
+        assert "X-Row-Count" not in response.headers and "X-Row-Count-Estimate" not in response.headers
+    async with grants_client.get("/chunked/points?limit=10", headers=_auth(mint())) as response:
+        assert "X-Row-Count" in response.headers or "X-Row-Count-Estimate" in response.headers
+
+
 async def test_tables_leaves_the_tables_row_estimates_out_for_a_role(grants_client, mint):
     listing = await (await grants_client.get("/tables", headers=_auth(mint(role=grants.ANALYST)))).json()
     assert {table["rows_estimate"] for table in listing["tables"]} == {None}
