@@ -81,6 +81,16 @@ JWT_LEEWAY = 30
 # Lifetime of the tokens `run.py token` and the start-up banner mint, in seconds.
 TOKEN_TTL = 3600
 
+# What a token without a `tables` claim may read: patterns as in TABLES. "*.*" is every served table;
+# () is nothing, so that every token must say what it reads (run.py token --tables orders,points).
+# A table served but not granted is a 403; docs/grants.md.
+DEFAULT_GRANT = ("*.*",)
+
+# Run each request as the PostgreSQL role its token's `role` claim names (SET LOCAL ROLE in every
+# transaction), so the database's own GRANTs and row-level security policies decide what it reads. The
+# service's login must be a member of each such role. False: a token that names a role is refused (403).
+TOKEN_ROLES = False
+
 # DEBUG, INFO, WARNING or ERROR. INFO writes one access-log line per request with its timings.
 LOG_LEVEL = "INFO"
 

@@ -87,6 +87,10 @@ class Settings:
     jwt_leeway: int = 30
     # Lifetime of tokens minted by `run.py token` and the start-up banner, in seconds.
     token_ttl: int = 3600
+    # What a token without a `tables` claim may read (patterns as in tables; "*.*": all; empty: nothing).
+    default_grant: tuple[str, ...] = ("*.*",)
+    # Run a request as the PostgreSQL role its token's `role` claim names (off: such a token gets a 403).
+    token_roles: bool = False
     log_level: str = "INFO"
     # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
     standard_max_concurrency: int = 2
@@ -160,10 +164,6 @@ class Settings:
         return build(merged)
 
 
-def _hints() -> dict[str, Any]:
-    return get_type_hints(Settings)
-
-
 def _coerce(name: str, hint: Any, raw: Any) -> Any:
     """Turn a value from settings.py or the environment into the setting's type, or raise SettingsError."""
     if name == "workers" and isinstance(raw, str) and raw.strip().lower() == "auto":
@@ -216,10 +216,11 @@ def _validate(s: Settings) -> None:
         raise bad("rows", "must be >= 0")
     if not s.tables:
         raise bad("tables", "names no table (the default is points)")
-    try:
-        parse_patterns(s.tables)
-    except BadName as exc:
-        raise SettingsError(f"setting tables: {exc}") from None
+    for name in ("tables", "default_grant"):
+        try:
+            parse_patterns(getattr(s, name))
+        except BadName as exc:
+            raise SettingsError(f"setting {name}: {exc}") from None
     if not 0 <= s.catalog_refresh <= 86_400:
         raise bad("catalog_refresh", "must be 0..86,400 seconds (0: read the catalog at start-up only)")
     if not 0 <= s.snapshot_grace <= 86_400:
@@ -318,7 +319,7 @@ def _parses(url: str) -> bool:
 
 def build(values: Mapping[str, Any]) -> Settings:
     """Settings from a mapping of raw values (unknown names are an error), validated."""
-    hints = _hints()
+    hints = get_type_hints(Settings)
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -369,10 +370,6 @@ def _warn_about_unknown_variables(environ: Mapping[str, str], warn: Warn) -> Non
             warn(f"environment variable {name} is not a setting and is ignored{hint}")
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, SettingsWarning, stacklevel=3)
-
-
 def load(
     settings_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -383,7 +380,7 @@ def load(
     """Defaults, then settings.py (UPPER_CASE names), then the environment, then explicit overrides.
 
     A name that looks meant as a setting but is not one is reported to on_warning (default: warnings.warn)."""
-    warn = on_warning or _warn
+    warn = on_warning or (lambda message: warnings.warn(message, SettingsWarning, stacklevel=3))
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     path = settings_file if settings_file is not None else PROJECT_ROOT / "settings.py"

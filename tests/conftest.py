@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
 from tests.support import corpus
+from tests.support import grants as grants_support
 from tests.support import pgbouncer as pgbouncer_support
 from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
 from tests.support.pgbouncer import PgBouncer
@@ -80,6 +81,25 @@ def standby(database_url: str, big_url: str) -> Iterator[Standby]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def grants_url(database_url: str) -> str:
+    """A database of its own for grants and roles (tests/support/grants.py), as its login (not a superuser)
+    connects to it."""
+    return asyncio.run(grants_support.make(database_url))
+
+
+@pytest.fixture
+def grants_settings(settings: Settings, grants_url: str) -> Settings:
+    """The service over the grants database, as its own login, with token roles on."""
+    return settings.replace(database_url=grants_url, tables=grants_support.TABLES, token_roles=True)
+
+
+@pytest.fixture
+def mint(settings: Settings) -> Callable[..., str]:
+    """A token with the claims given (tables=[...], role=...)."""
+    return lambda **claims: mint_token(load_keys(settings), subject="test", ttl=600, extra=claims)
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +172,19 @@ async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
     yield make
     for relay in relays:
         await relay.close()
+
+
+@pytest.fixture(scope="module")
+def grants_pgbouncer(grants_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """A stock PgBouncer in transaction pooling mode in front of the grants database, logging in as the
+    service's own login, with ONE server connection: every client's transactions share it."""
+    if not pgbouncer_support.available():
+        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's package)")
+    bouncer = PgBouncer(grants_url, tmp_path_factory.mktemp("grants_pgbouncer"), pool_size=1).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..export.formats import FORMATS, Format
 from ..export.request import BadParameter
+from ..links import LINK_PARAMETER
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,11 @@ def standard_busy(limit: int) -> web.HTTPException:
 
 
 def _chunked_url(request: web.Request) -> str:
-    """The same request on /chunked (the same table, format and parameters)."""
+    """The same request on /chunked (the same table, format and parameters; a link's signature, bound to
+    /standard, left out)."""
     path = "/chunked" + request.rel_url.raw_path.removeprefix("/standard")
-    return str(request.rel_url.with_path(path, encoded=True).with_query(request.rel_url.query))
+    query = [(name, value) for name, value in request.rel_url.query.items() if name != LINK_PARAMETER]
+    return str(request.rel_url.with_path(path, encoded=True).with_query(query))
 
 
 def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:
@@ -172,4 +175,32 @@ def snapshot_gone(asked: tuple[str, str], why: str) -> web.HTTPException:
         "snapshot_gone",
         f"the snapshot {name} cannot be continued: {why}; restart the export (without snapshot= and after=)",
         snapshot=name,
+    )
+
+
+def table_not_granted(name: str) -> web.HTTPException:
+    """A served table the token may not read (its tables claim, or the default_grant setting)."""
+    return json_error(
+        web.HTTPForbidden,
+        "table_not_granted",
+        f"this token may not read {name[:200]!r}; GET /tables lists the tables it may",
+        table=name[:200],
+    )
+
+
+def role_refused(detail: str, role: str | None = None) -> web.HTTPException:
+    """The token's role cannot be used: roles are off here, or the service's login cannot assume it."""
+    extra = {} if role is None else {"role": role}
+    return json_error(web.HTTPForbidden, "role_refused", detail, **extra)
+
+
+def role_may_not_read(role: str, name: str, exc: BaseException) -> web.HTTPException:
+    """The database refused the role what the request reads (its GRANTs): PostgreSQL's own words."""
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return json_error(
+        web.HTTPForbidden,
+        "role_may_not_read",
+        f"the database does not let role {role!r} read {name[:200]}: {reason}",
+        role=role,
+        table=name[:200],
     )

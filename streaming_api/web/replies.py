@@ -11,15 +11,17 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from ..db.catalog import Table
 from ..db.lanes import Lanes
 from ..db.statements import validate_key_sql
 from ..export.formats import BY_EXTENSION, Format, NotAcceptable
 from ..export.request import BadParameter, Export, FormatUnavailable, parse_export
+from ..links import LINK_PARAMETER
 from ..settings import Settings
 from . import encoding, problems
-from .keys import CATALOG, SETTINGS, TIMING
+from .keys import CATALOG, GRANT, SETTINGS, TIMING
 
 # The parameters each endpoint takes.
 PARAMETERS = {"format", "limit", "after", "after_id", "columns", "snapshot"}
@@ -38,7 +40,15 @@ class Reply:
 
 
 def _table(request: web.Request) -> tuple[Table, Format | None]:
-    """The served table the path names, and the format its suffix names (if any)."""
+    """The served table the path names, and the format its suffix names (if any); 403 if the request's
+    grant does not cover it."""
+    served, path_format = _served(request)
+    if not request[GRANT].covers(served):
+        raise problems.table_not_granted(served.url_name)
+    return served, path_format
+
+
+def _served(request: web.Request) -> tuple[Table, Format | None]:
     catalog = request.app[CATALOG]
     extension = request.match_info.get("extension")
     if "table" not in request.match_info:
@@ -57,6 +67,13 @@ def _table(request: web.Request) -> tuple[Table, Format | None]:
     raise problems.table_not_found(name)
 
 
+def without_link(query: MultiMapping[str]) -> MultiMapping[str]:
+    """The query a link's request asks for, its signature (checked by the auth middleware) left out."""
+    if LINK_PARAMETER not in query:
+        return query
+    return MultiDictProxy(MultiDict((name, value) for name, value in query.items() if name != LINK_PARAMETER))
+
+
 def make_reply(request: web.Request, endpoint: str) -> Reply:
     settings = request.app[SETTINGS]
     timing = request[TIMING]
@@ -67,7 +84,7 @@ def make_reply(request: web.Request, endpoint: str) -> Reply:
     accept = ",".join(request.headers.getall("Accept", [])) or None
     try:
         export = parse_export(
-            request.query,
+            without_link(request.query),
             served,
             accept,
             CHUNKED_PARAMETERS if streaming else PARAMETERS,

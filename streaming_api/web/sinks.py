@@ -14,6 +14,7 @@ from aiohttp import HttpVersion11, web
 
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
+from ..db.roles import role_of
 from ..export import count
 from ..export.count import RowCount
 from ..export.pages import Chunk
@@ -55,9 +56,11 @@ async def _snapshot_name(reply: Reply) -> str | None:
     return None if reply.export.snapshot is None else await reply.export.snapshot.name()
 
 
-def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
-    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise."""
-    response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
+def count_headers(response: web.StreamResponse, rows: RowCount | None) -> None:
+    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise (neither
+    when not known)."""
+    if rows is not None:
+        response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
 
 
 def start_counting(reply: Reply, lanes: Units) -> asyncio.Task[RowCount]:
@@ -140,13 +143,17 @@ class Streamed:
         self._count: asyncio.Task[RowCount] | None = None
 
     async def before_export(self) -> None:
-        # Counted beside the first page, on a connection of its own.
-        self._count = start_counting(self.reply, self.lanes)
+        # Counted beside the first page, on a connection of its own. Not under a role: the catalog's figures
+        # are the whole table's, and a count under row-level security can take as long as the rows (a
+        # policy the planner misjudges), holding the snapshot's first statement, so the first byte.
+        if role_of(self.lanes) is None:
+            self._count = start_counting(self.reply, self.lanes)
 
-    async def _expected_rows(self) -> RowCount:
+    async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it, and the headers always carry one."""
-        assert self._count is not None
+        first byte never waits for it. None under a role (no count was started)."""
+        if self._count is None:
+            return None
         try:
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
         except (TimeoutError, *DB_ERRORS):
