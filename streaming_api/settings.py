@@ -60,14 +60,15 @@ class Settings:
     # The tables and views served: names and patterns (psql's rules: schema.name, "Quoted" keeps case and
     # dots, * and ? are wildcards). The first, when it names one table, is what the bare /chunked serves.
     tables: tuple[str, ...] = ("points",)
-    # How often the served tables are read again from the catalog (new columns, new tables), in seconds;
-    # 0: only at start-up.
+    # How often the served tables are read again from the catalog (new columns, new tables), in s; 0: at start.
     catalog_refresh: float = 10.0
     # Rows the embedded database's demo table gets on its first start, and `seed`'s default.
     rows: int = 500_000
     # /chunked rows per page (and per chunk) when the request has no page_size.
     page_size: int = 1000
     max_page_size: int = 10_000
+    # /chunked Arrow rows per page (a record batch) without page_size: a page's fixed costs weigh more on its rows.
+    arrow_page_size: int = 10_000
     # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
     first_page_size: int = 100
     # About the most bytes a /chunked page holds: where rows are wide, a page holds fewer rows than page_size.
@@ -232,10 +233,9 @@ def _validate(s: Settings) -> None:
         raise bad("standard_max_bytes", "must be 1..1,073,741,824 (PostgreSQL makes no value over 1 GB)")
     if not 1 <= s.max_page_size <= 1_000_000:
         raise bad("max_page_size", "must be 1..1,000,000")
-    if not 1 <= s.page_size <= s.max_page_size:
-        raise bad("page_size", f"must be 1..max_page_size ({s.max_page_size})")
-    if not 0 <= s.first_page_size <= s.max_page_size:
-        raise bad("first_page_size", f"must be 0..max_page_size ({s.max_page_size})")
+    for name, least in (("page_size", 1), ("arrow_page_size", 1), ("first_page_size", 0)):
+        if not least <= getattr(s, name) <= s.max_page_size:
+            raise bad(name, f"must be {least}..max_page_size ({s.max_page_size})")
     if s.pool_min_size < 0 or s.pool_max_size < 1 or s.pool_min_size > s.pool_max_size:
         raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):

@@ -220,6 +220,7 @@ def parse_export(
     first_page_size: int | None = None,
     path_format: Format | None = None,
     page_bytes: int | None = None,
+    whole_page_size: int | None = None,
 ) -> Export:
     """Validate the query string; every problem is a BadParameter naming the parameter.
 
@@ -260,6 +261,9 @@ def parse_export(
         page_bytes=page_bytes,
         snapshot_asked=snapshot_asked,
     )
+    if export.layout.whole_pages and page_size is None and whole_page_size is not None:
+        # A whole-page format (Arrow) has a default of its own: its rows cost less than text's, its pages the same.
+        export = replace(export, page_size=whole_page_size)
     if page_bytes and export.layout.whole_pages:
         # A whole page is held a few times over while its batch is made (its output, joined, the batch
         # serialized, on its way out): a quarter of the bytes keeps the same memory.
