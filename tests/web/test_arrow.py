@@ -87,13 +87,23 @@ async def test_chunked_arrow_pages_hold_arrow_page_size_rows_without_page_size(s
 
 
 @pytest.mark.parametrize(
-    ("query", "page_size"), [("format=arrow", 700), ("format=arrow&page_size=300", 300), ("format=ndjson", 1000)]
+    ("query", "row_bytes", "page_size"),
+    [
+        ("format=arrow", None, 700),
+        # About a sixteenth of page_bytes: 8 MB / 16 / 1,000 bytes a row.
+        ("format=arrow", 1000.0, 524),
+        ("format=arrow", 10.0, 700),
+        ("format=arrow&page_size=300", 1000.0, 300),
+        ("format=ndjson", 1000.0, 1000),
+    ],
 )
-def test_arrow_pages_default_to_their_own_size_and_every_other_format_to_page_size(query, page_size):
+def test_arrow_pages_default_to_their_own_size_and_every_other_format_to_page_size(query, row_bytes, page_size):
     int8 = PgType(20, "pg_catalog", "int8", "b", "N")
-    table = Table(1, "public", "points", "table", True, (Column("id", int8, -1, False, "bigint"),), ("id",))
+    columns = (Column("id", int8, -1, False, "bigint"),)
+    table = Table(1, "public", "points", "table", True, columns, ("id",), row_bytes=row_bytes)
+    allowed = {"format", "page_size"}
     export = parse_export(
-        MultiDict(parse_qsl(query)), table, None, {"format", "page_size"}, 1000, 10_000, whole_page_size=700
+        MultiDict(parse_qsl(query)), table, None, allowed, 1000, 10_000, page_bytes=8 << 20, whole_page_size=700
     )
     assert export.page_size == page_size
 
