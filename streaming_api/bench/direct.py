@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,15 @@ class DirectReaders:
 def _read_connectorx(url: str, sql: str) -> Any:
     import connectorx
 
-    return connectorx.read_sql(url, sql, return_type="arrow")
+    return connectorx.read_sql(connectorx_url(url), sql, return_type="arrow")
+
+
+def connectorx_url(url: str) -> str:
+    """ConnectorX wants a host in the URL even where ?host= names a socket directory (libpq's form): localhost."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc + "localhost"))
 
 
 def compare_schemas(service: Any, direct: Any) -> dict[str, Any]:

@@ -79,3 +79,11 @@ def test_a_direct_reader_not_installed_is_a_note(monkeypatch):
     readers, notes = direct.installed_readers()
     assert readers == ("adbc",)
     assert notes == ["connectorx is not installed: its direct read into a pyarrow.Table is not timed"]
+
+
+def test_connectorx_is_given_a_host_where_the_url_names_only_a_socket_directory():
+    assert (
+        direct.connectorx_url("postgresql://postgres:@/postgres?host=/run/pg")
+        == "postgresql://postgres:@localhost/postgres?host=/run/pg"
+    )
+    assert direct.connectorx_url("postgresql://u:p@db:5432/x") == "postgresql://u:p@db:5432/x"
