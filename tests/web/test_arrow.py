@@ -86,6 +86,14 @@ async def test_chunked_arrow_pages_hold_arrow_page_size_rows_without_page_size(s
     assert sizes == [settings.first_page_size, 700, 700, 700, ROWS - settings.first_page_size - 2100]
 
 
+async def test_max_page_size_caps_arrows_page_size_without_refusing_to_start(settings, auth):
+    async with running(settings.replace(max_page_size=800, page_size=800)) as server:
+        response = await server.session.get(f"{server.url}/chunked?format=arrow", headers=auth)
+        body = await response.read()
+    sizes = [batch.num_rows for batch in pa.ipc.open_stream(body)]
+    assert sizes == [settings.first_page_size, 800, 800, ROWS - settings.first_page_size - 1600]
+
+
 @pytest.mark.parametrize(
     ("query", "row_bytes", "page_size"),
     [
