@@ -44,6 +44,11 @@ ROWS = 500_000
 PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 
+# /chunked Arrow rows per page (one record batch) when the request has no page_size, fewer where that
+# would pass about PAGE_BYTES / 16 (512 KB): Arrow's rows cost a tenth of text's to send, its pages as much,
+# so bigger pages bring it near a direct connection's speed (docs/results.md).
+ARROW_PAGE_SIZE = 10_000
+
 # /chunked's first page is the next this-many ids (0: page_size), so the first bytes leave sooner: a
 # 100-row page takes PostgreSQL a tenth of the time, which matters most under load; and as an id range it
 # needs no plan before it. At most this many rows, fewer where the ids have gaps.

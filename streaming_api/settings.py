@@ -47,8 +47,7 @@ class Settings:
     # Where to listen. 127.0.0.1 keeps the service on this machine unless asked otherwise.
     host: str = "127.0.0.1"
     port: int = 8080
-    # Server processes sharing the port (SO_REUSEPORT: the kernel spreads connections); 0 or "auto": one
-    # per core. The embedded database is started once, for all of them.
+    # Server processes sharing the port (SO_REUSEPORT spreads connections); 0 or "auto": one per core.
     workers: int = 1
     # postgresql://user:pass@host:port/db; None starts the embedded PostgreSQL under data_dir.
     database_url: str | None = None
@@ -60,14 +59,15 @@ class Settings:
     # The tables and views served: names and patterns (psql's rules: schema.name, "Quoted" keeps case and
     # dots, * and ? are wildcards). The first, when it names one table, is what the bare /chunked serves.
     tables: tuple[str, ...] = ("points",)
-    # How often the served tables are read again from the catalog (new columns, new tables), in seconds;
-    # 0: only at start-up.
+    # How often the served tables are read again from the catalog (new columns, new tables), in s; 0: at start.
     catalog_refresh: float = 10.0
     # Rows the embedded database's demo table gets on its first start, and `seed`'s default.
     rows: int = 500_000
     # /chunked rows per page (and per chunk) when the request has no page_size.
     page_size: int = 1000
     max_page_size: int = 10_000
+    # /chunked Arrow rows a page (a batch) without page_size, at most max_page_size: pages cost, Arrow's rows little.
+    arrow_page_size: int = 10_000
     # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
     first_page_size: int = 100
     # About the most bytes a /chunked page holds: where rows are wide, a page holds fewer rows than page_size.
@@ -101,8 +101,7 @@ class Settings:
     snapshots: bool = True
     snapshot_grace: float = 60.0
     max_snapshots: int = 32
-    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this, or a
-    # body of more bytes than this.
+    # /standard answers 413 (pointing to /chunked) for more rows than this, or a body of more bytes.
     standard_max_rows: int = 1_000_000
     standard_max_bytes: int = 256 << 20
     # PostgreSQL statement_timeout for every query the service runs, in seconds.
@@ -233,10 +232,11 @@ def _validate(s: Settings) -> None:
         raise bad("standard_max_bytes", "must be 1..1,073,741,824 (PostgreSQL makes no value over 1 GB)")
     if not 1 <= s.max_page_size <= 1_000_000:
         raise bad("max_page_size", "must be 1..1,000,000")
-    if not 1 <= s.page_size <= s.max_page_size:
-        raise bad("page_size", f"must be 1..max_page_size ({s.max_page_size})")
-    if not 0 <= s.first_page_size <= s.max_page_size:
-        raise bad("first_page_size", f"must be 0..max_page_size ({s.max_page_size})")
+    for name, least in (("page_size", 1), ("first_page_size", 0)):
+        if not least <= getattr(s, name) <= s.max_page_size:
+            raise bad(name, f"must be {least}..max_page_size ({s.max_page_size})")
+    if s.arrow_page_size < 1:
+        raise bad("arrow_page_size", "must be 1 or more (max_page_size caps it)")
     if s.pool_min_size < 0 or s.pool_max_size < 1 or s.pool_min_size > s.pool_max_size:
         raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):

@@ -28,11 +28,16 @@ class Group:
     # "off": /chunked?snapshot=off, each page reading the database as it is then (db.snapshots).
     snapshot: str = "on"
 
-    def path(self, limit: int | None) -> str:
+    @property
+    def resource(self) -> str:
+        """The path without its query: /chunked, or /chunked/NAME."""
         path = f"/{self.endpoint}"
         if self.table is not None:
             path += "/" + urllib.parse.quote(self.table, safe="")
-        path += f"?format={self.format}"
+        return path
+
+    def path(self, limit: int | None) -> str:
+        path = f"{self.resource}?format={self.format}"
         if self.page_size is not None:
             path += f"&page_size={self.page_size}"
         if self.snapshot == "off":
@@ -40,6 +45,12 @@ class Group:
         if limit is not None:
             path += f"&limit={limit}"
         return path
+
+    @property
+    def reads_tables(self) -> bool:
+        """Arrow's plain groups also read their rows into a pyarrow.Table: through read_table, and directly
+        (bench.direct)."""
+        return self.format == "arrow" and self.with_floor and self.snapshot == "on"
 
     @property
     def with_floor(self) -> bool:

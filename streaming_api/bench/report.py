@@ -9,6 +9,7 @@ import statistics
 from typing import Any
 
 from .floor import FLOOR_LABELS
+from .report_reads import reads_headline, reads_table
 from .report_transfer import coding_headline, link_heading, transfer_table
 from .stats import MB
 from .tables import mb as _mb
@@ -281,6 +282,7 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     _num(arrow["rss_growth_mb_per_request_1_client_max"]),
                 ),
             ]
+        lines += reads_headline(figures)
         if "chunked_snapshot_ndjson" in figures:
             held = figures["chunked_snapshot_ndjson"]
             first_byte = held["first_byte_ms_minus_snapshot_off"]
@@ -343,6 +345,7 @@ def render(doc: dict[str, Any]) -> str:
                 out.append(link_heading(doc, link))
             out.extend(_floor_table(groups))
             out.extend(_main_table(groups))
+            out.extend(reads_table(groups))
             out.extend(transfer_table(groups))
             out.extend(_server_table(groups))
             out.extend(_healthz_table(groups))

@@ -120,6 +120,22 @@ class FloorRunResult:
 
 
 @dataclass
+class TableReadResult:
+    """One read of the group's rows into a pyarrow.Table (bench.direct): the service's through read_table, or a
+    direct connection's (adbc, connectorx)."""
+
+    reader: str
+    warmup: bool
+    total_ms: float | None
+    rows: int | None
+    client_cpu_s: float
+    server_cpu_s: float | None
+    postgres_cpu_s: float | None
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
 class GroupResult:
     rows: int | None
     format: str
@@ -143,6 +159,10 @@ class GroupResult:
     # The server's refusal of the group's requests (/standard, a body too big to buffer): its error and
     # detail; the levels are then not run.
     refused: dict | None = None
+    # Format arrow, one client: the rows read into a pyarrow.Table, alternated with the runs (bench.direct).
+    table_reads: list[TableReadResult] = field(default_factory=list)
+    # read_table's table against each direct reader's: types, nullability, values (bench.direct.compare_schemas).
+    schemas: dict = field(default_factory=dict)
 
 
 @dataclass

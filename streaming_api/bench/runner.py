@@ -21,12 +21,14 @@ from ..db.database import Database
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
 from . import floor as floors
+from .direct import DirectReaders
 from .link import Built, RelayProcess, link_up
 from .linkspec import LinkSpec
 from .meters import CpuMeter, RunMeters, rss_figures
 from .plan import Group, describe_options, describe_server, groups, guards, server_settings
 from .probe import metrics_delta
 from .progress import Progress
+from .reads import TableReads, direct_readers
 from .results import BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
 from .server import ServerProcess, free_port, server_environment
 from .stats import MB
@@ -61,6 +63,8 @@ class Runner:
         self.link: Built | None = None
         # The table measured, once found (bench.subject).
         self.subject: Subject | None = None
+        # The direct connections Arrow is read through beside the service (bench.direct).
+        self.direct: DirectReaders | None = None
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -91,10 +95,15 @@ class Runner:
                 )
             if self.conn is not None:
                 self.result.machine["postgresql"] = await floors.postgres_version(self.conn)
+                if "arrow" in self.options.formats:
+                    url = self.database.url if self.database is not None else self.options.database_url
+                    self.direct = direct_readers(url, self.result.notes)
             sizes: tuple[int | None, ...] = self.options.sizes if self.owned else (self.options.rows or (None,))
             for rows in sizes:
                 await self._run_size(rows)
         finally:
+            if self.direct is not None:
+                self.direct.close()
             if self.conn is not None:
                 await self.conn.close()
             if self.database is not None:
@@ -245,6 +254,7 @@ class Runner:
         body_bytes = max((r.bytes for r in warmup.requests), default=0)
         levels = self.options.concurrency
         floor = spec.with_floor and self.conn is not None
+        reads = self._table_reads(spec, targets[0], server, limit) if spec.reads_tables and 1 in levels else None
         if 1 not in levels and floor:
             await self._floor_runs(group, limit, self.options.repeat)
         for concurrency in levels:
@@ -261,9 +271,15 @@ class Runner:
                 )
             elif floor:
                 group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=True))
+            if concurrency == 1 and reads is not None:
+                self.progress.stage(f"{label}: warm-up reads into a pyarrow.Table ({', '.join(reads.readers)})")
+                await reads.round(group, warmup=True)
             for repeat in range(self.options.repeat):
                 if concurrency == 1 and floor:
                     group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=False))
+                if concurrency == 1 and reads is not None:
+                    self.progress.stage(f"{label}: reads into a pyarrow.Table, {repeat + 1}/{self.options.repeat}")
+                    await reads.round(group, warmup=False)
                 group.runs.append(
                     await self._run_once(
                         group,
@@ -276,10 +292,14 @@ class Runner:
                     )
                 )
 
+    def _table_reads(self, spec: Group, target: Target, server: ServerProcess | None, limit: int | None) -> TableReads:
+        assert self.subject is not None
+        postgres = self._postgres_meter()
+        where = (target.url + spec.resource, target.token, limit, spec.page_size)
+        return TableReads(self.direct, self.subject.table, *where, server.pid if server else None, postgres)
+
     def _too_big(self, endpoint: str, concurrency: int, body_bytes: int) -> str | None:
-        need = concurrency * body_bytes
-        if self.owned and endpoint == "standard":
-            need += concurrency * body_bytes * STANDARD_BODY_COPIES
+        need = concurrency * body_bytes * (1 + (STANDARD_BODY_COPIES if self.owned and endpoint == "standard" else 0))
         available = psutil.virtual_memory().available
         if need > MEMORY_BUDGET_SHARE * available:
             return (
@@ -305,17 +325,8 @@ class Runner:
         assert self.subject is not None and self.subject.table is not None
         run = await floors.measure_floor(self.conn, kind, self.subject.table, limit)
         used = CpuMeter.used(before, postgres.snapshot()) if postgres and before is not None else None
-        return FloorRunResult(
-            kind=kind,
-            warmup=warmup,
-            total_ms=run.total_ms,
-            first_byte_ms=run.first_byte_ms,
-            bytes=run.bytes,
-            rows=run.rows,
-            client_cpu_s=run.client_cpu_s,
-            postgres_cpu_s=used,
-            ok=rows is None or run.rows == rows,
-        )
+        figures = (run.total_ms, run.first_byte_ms, run.bytes, run.rows, run.client_cpu_s, used)
+        return FloorRunResult(kind, warmup, *figures, ok=rows is None or run.rows == rows)
 
     def _postgres_meter(self) -> CpuMeter | None:
         pid = self.database.embedded.postmaster_pid() if self.database and self.database.embedded else None

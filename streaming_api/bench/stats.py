@@ -140,6 +140,32 @@ def floor_stats(group: GroupResult) -> dict[str, Any] | None:
     }
 
 
+def table_read_stats(group: GroupResult) -> dict[str, Any] | None:
+    """Per reader (read_table, adbc, connectorx): its measured reads into a pyarrow.Table, and its median
+    total over ADBC's (both from the same group, alternated)."""
+    reads = [r for r in group.table_reads if not r.warmup]
+    if not reads:
+        return None
+    found: dict[str, Any] = {}
+    for reader in dict.fromkeys(r.reader for r in reads):
+        mine = [r for r in reads if r.reader == reader]
+        ok = [r for r in mine if r.ok]
+        found[reader] = {
+            "runs": len(mine),
+            "ok": len(ok),
+            "rows": ok[0].rows if ok else None,
+            "total_ms": _spread(_present([r.total_ms for r in ok])),
+            "client_cpu_s": _spread([r.client_cpu_s for r in ok]),
+            "server_cpu_s": _spread(_present([r.server_cpu_s for r in ok])),
+            "postgres_cpu_s": _spread(_present([r.postgres_cpu_s for r in ok])),
+        }
+    adbc = (found.get("adbc") or {}).get("total_ms", {}).get("median")
+    for stats in found.values():
+        median = stats["total_ms"]["median"]
+        stats["over_adbc"] = median / adbc if median is not None and adbc else None
+    return found
+
+
 def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
     by_level = {c: s for c in levels if (s := level_stats(group, c)) is not None}
     floor = floor_stats(group)
@@ -164,6 +190,8 @@ def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
         "levels": {str(c): s for c, s in by_level.items()},
         "skipped": group.skipped,
         "refused": group.refused,
+        "table_reads": table_read_stats(group),
+        "schemas": group.schemas,
     }
 
 
@@ -188,6 +216,13 @@ def failures(result: BenchResult) -> list[str]:
             for f in group.floor_runs
             if not f.ok and group.rows is not None
         )
+        # The service's table read by read_table: every read whole, and equal to ADBC's where typed alike.
+        found.extend(
+            f"{where}: read_table: {r.error}" for r in group.table_reads if r.reader == "read_table" and not r.ok
+        )
+        compared = group.schemas.get("adbc")
+        if compared and (not compared.get("same_names") or compared.get("columns_with_other_values")):
+            found.append(f"{where}: read_table's table is not adbc's: {compared}")
     return found
 
 
@@ -257,12 +292,32 @@ def _scope_headline(
     if arrow is not None:
         arrow_one = level(arrow, 1)
         arrow_growth = arrow_one["rss_growth_per_request_bytes"]["max"] if arrow_one else None
+        reads = arrow.get("table_reads") or {}
+
+        def read(reader: str, name: str = "over_adbc") -> Any:
+            """A reader's ratio to ADBC, or the median of one of its figures."""
+            stats = reads.get(reader)
+            if stats is None:
+                return None
+            return stats[name] if name == "over_adbc" else stats[name]["median"]
+
         figures["chunked_arrow"] = {
             "total_over_floor": arrow["floor_ratio"],
             "total_over_ndjson": over(median(arrow_one, "total_ms"), median(one, "total_ms")),
+            "total_over_adbc": over(median(arrow_one, "total_ms"), read("adbc", "total_ms")),
+            "read_table_over_adbc": read("read_table"),
+            "connectorx_over_adbc": read("connectorx"),
+            "read_table_ms_median": read("read_table", "total_ms"),
+            "adbc_ms_median": read("adbc", "total_ms"),
+            "type_differences_from_adbc": [
+                d["column"] for d in (arrow.get("schemas") or {}).get("adbc", {}).get("type_differences", [])
+            ],
             "first_byte_ms_1_client_median": median(arrow_one, "first_byte_ms"),
             "rss_growth_mb_per_request_1_client_max": None if arrow_growth is None else arrow_growth / MB,
         }
+    standard_arrow = find("standard", "arrow")
+    if standard_arrow is not None and standard_arrow.get("table_reads"):
+        figures["standard_arrow_read_table_over_adbc"] = standard_arrow["table_reads"]["read_table"]["over_adbc"]
     # /chunked without its snapshot (?snapshot=off): what reading one moment costs (one client, medians).
     unheld = level(find("chunked", "ndjson", snapshot="off"), 1)
     if unheld is not None:

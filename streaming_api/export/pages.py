@@ -187,7 +187,11 @@ async def pages(
                 await signal.wait()
             in_flight.popleft()
             task.result()
-            body = b"".join((*collected, data)) if layout.whole_pages else data
+            body = data
+            if layout.whole_pages:
+                # A page that came in one piece is passed on as it is: a copy of megabytes saved.
+                parts = [part for part in (*collected, data) if part]
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
             collected.clear()  # the pieces are in `body` now: not held twice while the page is made
             assert feed.copied_rows is not None
             rows = layout.rows(body, feed.copied_rows) if layout.whole_pages else feed.copied_rows

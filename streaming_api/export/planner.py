@@ -11,8 +11,10 @@ from ..db.lanes import Lanes, Units
 from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
 from .request import Export
 
-# Pages per plan (one statement, one walk of their stretch of the index).
+# Pages per plan (one statement, one walk of their stretch of the index), and rows: big pages (Arrow's
+# 10,000) are planned a few at a time, so the plan that runs beside an export's first page stays short.
 PLAN_PAGES = 32
+PLAN_ROWS = 32_000
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
 
@@ -145,7 +147,9 @@ class Planner:
             self._first_rows = 0
         else:
             size = self._rows_per_page(export.page_size)
-            pages = PLAN_PAGES if self._budget is None else min(PLAN_PAGES, -(-self._budget // size))
+            pages = min(PLAN_PAGES, max(2, PLAN_ROWS // size))
+            if self._budget is not None:
+                pages = min(pages, -(-self._budget // size))
         # Wide rows: the plan adds up their bytes, so a page never holds much more than page_bytes.
         weighed = (
             export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None

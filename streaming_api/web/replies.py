@@ -89,6 +89,7 @@ def make_reply(request: web.Request, endpoint: str) -> Reply:
             accept,
             CHUNKED_PARAMETERS if streaming else PARAMETERS,
             default_page_size=settings.page_size if streaming else None,
+            whole_page_size=min(settings.arrow_page_size, settings.max_page_size) if streaming else None,
             max_page_size=settings.max_page_size,
             first_page_size=settings.first_page_size if streaming else None,
             path_format=path_format,
