@@ -238,9 +238,13 @@ class PageDecoder:
         ]
         return select(cast(func.count(), Integer), *aggregates).select_from(page)
 
-    def cursor_query(self, served: Table) -> Select:
-        """Every row's streams, a row each: what a cursor over a relation without a key fetches."""
-        page = self._rows(served).subquery("page")
+    def cursor_query(self, served: Table, where: str | None = None) -> Select:
+        """Every row's streams (of the rows `where` keeps), a row each: what a cursor over a relation without
+        a key fetches."""
+        rows = self._rows(served)
+        if where is not None:
+            rows = rows.where(literal_column(where))
+        page = rows.subquery("page")
         return select(*(literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams))).select_from(page)
 
     # --- pages ----------------------------------------------------------------------------------------
@@ -312,6 +316,6 @@ def layout(served: Table, columns: tuple[str, ...]) -> Layout:
         whole_pages=True,
         page_bytes=decoder.page_bytes,
         rows=decoder.rows,
-        cursor_query=lambda: decoder.cursor_query(served),
+        cursor_query=lambda where: decoder.cursor_query(served, where),
         cursor_page=decoder.cursor_page,
     )

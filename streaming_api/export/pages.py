@@ -159,7 +159,7 @@ async def pages(
             priority = Lanes.LATER if started else Lanes.FIRST
             started = True
             feed = PageFeed(capacity, signal)
-            sql = layout.page_sql(export.table, spec)
+            sql = layout.page_sql(export.table, spec, export.where_sql)
             task = asyncio.ensure_future(_fetch_page(lanes, sql, layout, feed, clock, priority, whole))
             task.add_done_callback(lambda _: signal.set())
             in_flight.append((feed, task))
@@ -239,7 +239,7 @@ async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> A
     CURSOR_PAGE_ROWS rows a page (fewer where rows are wide). The connection is held for the export."""
     layout = export.layout
     assert layout.cursor_query is not None and layout.cursor_page is not None
-    query = layout.cursor_query()
+    query = layout.cursor_query(export.where_sql)
     if export.limit is not None:
         query = query.limit(export.limit)
     rows_per_fetch = CURSOR_PAGE_ROWS

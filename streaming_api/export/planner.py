@@ -62,8 +62,11 @@ class Planner:
             return
         self._first_rows = self._rows_per_page(min(export.page_size, export.first_page_size or export.page_size))
         # The first id range starts after `after`, or just before the smallest id (and takes any smaller
-        # id written since that was read: it has no lower bound).
+        # id written since that was read: it has no lower bound), or where the filters on the key start.
         base = export.after_integer if export.after is not None else None if smallest_key is None else smallest_key - 1
+        floor = None if export.where is None else export.where.key_floor()
+        if floor is not None and (base is None or floor > base):
+            base = floor
         if export.table.integer_key and base is not None:
             column = export.table.column(export.table.key[0])
             assert column is not None and column.type.builtin is not None
@@ -150,7 +153,8 @@ class Planner:
         weighed = (
             export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None
         )
-        sql = plan_sql(export.table, self._after, size, pages, weighed)
+        where = None if export.where is None else export.where.plan_sql
+        sql = plan_sql(export.table, self._after, size, pages, weighed, where)
         started = time.perf_counter()
         try:
             async with self._lanes.connection(priority) as conn:

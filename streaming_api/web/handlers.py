@@ -15,6 +15,7 @@ from dataclasses import replace
 import asyncpg
 from aiohttp import ClientConnectionResetError, web
 
+from ..db.filters import REQUEST_ERRORS
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
 from ..db.snapshots import NOT_HELD, HeldLane, Moment, Opening, SnapshotGone
@@ -26,7 +27,7 @@ from . import problems
 from .guards import exact_rows
 from .keys import CATALOG, LANES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
 from .middleware.auth import requires_token
-from .replies import Reply, make_reply, resolve_after
+from .replies import Reply, make_reply, resolve_values
 from .sending import ClientGone, ClientTooSlow, abort
 from .sinks import Buffered, Streamed, content_headers, count_headers
 
@@ -35,15 +36,17 @@ log = logging.getLogger(__name__)
 # What PostgreSQL says when a table changed under a request planned with its old shape (a column or the
 # table dropped, a privilege revoked): read the catalog again, and let the client retry.
 SCHEMA_CHANGED = (asyncpg.UndefinedColumnError, asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError)
+# What PostgreSQL may still say of a filter once the export runs: the request's fault, a 400.
+FILTER_REFUSED = (*REQUEST_ERRORS, asyncpg.FeatureNotSupportedError)
 
 
 async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> web.StreamResponse:
     """HEAD: the headers a GET would send, with no export run (so no length: it is not known). /standard's
     count is exact, as its GET's is (a 413 stays a 413); /chunked's is what its GET would send."""
     lanes = request.app[LANES]
-    export = await resolve_after(lanes, reply.export)
-    reply = replace(reply, export=export)
     try:
+        export = await resolve_values(lanes, reply.export)
+        reply = replace(reply, export=export)
         if endpoint == "standard":
             cap = request.app[SETTINGS].standard_max_rows
             rows = await exact_rows(lanes, export, cap)
@@ -54,6 +57,10 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
             counted = await count.expected(lanes, export)
     except DB_ERRORS as exc:
         raise problems.unavailable(exc) from None
+    except FILTER_REFUSED as exc:
+        if not reply.export.filters:
+            raise
+        raise problems.filter_refused(exc, reply.export.filter_parameters) from None
     response = web.StreamResponse()
     content_headers(response, reply)
     count_headers(response, counted)
@@ -85,8 +92,8 @@ async def _send_export(
     sink = make_sink(reply, request.app[LANES])
     try:
         async with deadline:
-            # A resume's key values, read by PostgreSQL as the key's types (a 400 if they are not).
-            reply = replace(reply, export=await resolve_after(request.app[LANES], reply.export))
+            # A resume's key values and the filters', read by PostgreSQL as their types (a 400 if they are not).
+            reply = replace(reply, export=await resolve_values(request.app[LANES], reply.export))
             for attempt, source in enumerate(candidates):
                 assert source.lanes is not None
                 timing.source = source.label
@@ -127,6 +134,8 @@ async def _send_export(
                 raise problems.unavailable(exc) from None
             if isinstance(exc, SCHEMA_CHANGED):
                 raise problems.table_changed(reply.export.table.qualified) from None
+            if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+                raise problems.filter_refused(exc, reply.export.filter_parameters) from None
             raise
         # Headers are out: the only honest signal left is to cut the connection (no final chunk).
         timing.outcome = "aborted"

@@ -86,7 +86,9 @@ class Buffered:
         """Refuse before running it an export over the row cap: counted (up to the cap) only where the
         table's figures say it may be; the cap also holds as the rows come (the COPY asks for one more)."""
         cap = self.request.app[SETTINGS].standard_max_rows
-        if count.estimate(self.export).rows > cap and await rows_exceed(self.lanes, self.export, cap):
+        # Filtered: the catalog knows nothing of the filter, the planner estimates what it keeps.
+        figures = await count.planned(self.lanes, self.export) if self.export.filters else count.estimate(self.export)
+        if figures.rows > cap and await rows_exceed(self.lanes, self.export, cap):
             raise problems.too_many_rows(self.request, cap)
 
     async def take(self, chunk: Chunk) -> None:
@@ -145,9 +147,13 @@ class Streamed:
 
     async def _expected_rows(self) -> RowCount:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it, and the headers always carry one."""
+        first byte never waits for a count, and the headers always carry one. A filtered export's is the
+        planner's estimate, waited for (an EXPLAIN, which reads no row: the catalog's figures know nothing
+        of the filter)."""
         assert self._count is not None
         try:
+            if self.export.filters:
+                return await asyncio.shield(self._count)
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
         except (TimeoutError, *DB_ERRORS):
             self._count.cancel()
