@@ -198,9 +198,14 @@ _SQL_OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lt
 _SQL_OPERATORS["ilike"] = "ILIKE"
 
 
+class Unreadable(Exception):
+    """A filter the oracle finds wrong: a value its column's type does not read, an operator it lacks."""
+
+
 async def oracle(conn: asyncpg.Connection, wanted: list[Wanted], relation: str = TABLE) -> list[int]:
     """The ids the filters keep, in id order, by PostgreSQL with every value a bound parameter read as the
-    column's type (asyncpg.PostgresError where PostgreSQL cannot read one, or has no such operator)."""
+    column's type; Unreadable where PostgreSQL cannot read one (each is read on its own first: in the query
+    it might never be, after a condition that is false), or has no such operator."""
     types = {
         record["attname"]: record["type"]
         for record in await conn.fetch(
@@ -228,5 +233,13 @@ async def oracle(conn: asyncpg.Connection, wanted: list[Wanted], relation: str =
             condition = f"{column} {_SQL_OPERATORS[w.operator]} {argument(w.values[0], as_text)}"
         conditions.append(f"NOT ({condition})" if w.negated else f"({condition})")
     where = " AND ".join(conditions) or "true"
-    records = await conn.fetch(f"SELECT id FROM {relation} WHERE {where} ORDER BY id", *arguments)
+    try:
+        for w in wanted:
+            for value in w.values if w.operator not in ("is", "like", "ilike") else ():
+                await conn.fetchval(f"SELECT CAST($1::text AS {types[w.column]})", value)
+            if w.operator in ("like", "ilike") and (len(w.values[0]) - len(w.values[0].rstrip("\\"))) % 2:
+                raise Unreadable("a LIKE pattern that ends with its escape character")
+        records = await conn.fetch(f"SELECT id FROM {relation} WHERE {where} ORDER BY id", *arguments)
+    except asyncpg.PostgresError as exc:
+        raise Unreadable(str(exc)) from exc
     return [record["id"] for record in records]
