@@ -106,9 +106,10 @@ def test_a_filter_query_is_carried_percent_encoded_in_every_groups_path():
 
 
 def test_an_unknown_filter_column_stops_the_bench_with_one_line(tmp_path):
+    arguments = ["--rows", "100", "--filter", "nothing=eq.1", "--data-dir", str(tmp_path), "--quiet"]
+    arguments += ["--endpoints", "chunked", "--concurrency", "1", "--repeat", "1"]
     completed = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "run.py"), "bench", "--rows", "100", "--filter", "nothing=eq.1"]
-        + ["--data-dir", str(tmp_path), "--quiet", "--endpoints", "chunked", "--concurrency", "1", "--repeat", "1"],
+        [sys.executable, str(PROJECT_ROOT / "run.py"), "bench", *arguments],
         capture_output=True,
         text=True,
         timeout=300,
