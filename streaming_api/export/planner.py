@@ -15,6 +15,11 @@ from .request import Export
 PLAN_PAGES = 32
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
+# A filtered export's plan walks every row its pages span, not only those it keeps (a filter that keeps 10%
+# walks ten times the rows): its windows start at this many pages, then are sized so a plan takes about
+# PLAN_TARGET_SECONDS (at most doubling, at most PLAN_PAGES), so the next is ready before its pages run out.
+FILTERED_FIRST_PLAN_PAGES = 4
+PLAN_TARGET_SECONDS = 0.004
 
 
 class DatabaseClock(Protocol):
@@ -49,6 +54,8 @@ class Planner:
         self.row_bytes = export.table.row_bytes or 0.0
         self.ready: deque[PageSpec] = deque()
         self.done = export.limit == 0
+        # Pages per plan (smaller for a filtered export, see FILTERED_FIRST_PLAN_PAGES).
+        self.window = PLAN_PAGES if export.where is None else FILTERED_FIRST_PLAN_PAGES
         self._planning: asyncio.Task[None] | None = None
         # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
         self._first_pending = False
@@ -143,12 +150,14 @@ class Planner:
     async def _plan(self, priority: int) -> None:
         export = self._export
         assert export.page_size is not None
+        # A filtered export's windows follow how long its plans take (not its first page's).
+        adapts = export.where is not None and not self._first_rows
         if self._first_rows:
             size, pages = self._first_rows, 1  # the first page of a key that is not an integer
             self._first_rows = 0
         else:
             size = self._rows_per_page(export.page_size)
-            pages = PLAN_PAGES if self._budget is None else min(PLAN_PAGES, -(-self._budget // size))
+            pages = self.window if self._budget is None else min(self.window, -(-self._budget // size))
         # Wide rows: the plan adds up their bytes, so a page never holds much more than page_bytes.
         weighed = (
             export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None
@@ -161,6 +170,9 @@ class Planner:
                 records = await fetch_uncached(conn, sql)
         finally:
             self._clock.db_seconds += time.perf_counter() - started
+        if adapts and len(records) == pages:
+            took = max(time.perf_counter() - started, 1e-4)
+            self.window = max(1, min(PLAN_PAGES, 2 * pages, round(pages * PLAN_TARGET_SECONDS / took)))
         for record in records:
             bound: KeyValue = tuple(record[1:-1])
             rows = record[-1]
