@@ -19,7 +19,7 @@ from ..export.count import RowCount
 from ..export.pages import Chunk
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import SETTINGS, TIMING
+from .keys import LANES, SETTINGS, TIMING
 from .replies import Reply, content_disposition
 from .sending import send_within
 
@@ -142,8 +142,12 @@ class Streamed:
         self._count: asyncio.Task[RowCount] | None = None
 
     async def before_export(self) -> None:
-        # Counted beside the first page, on a connection of its own.
-        self._count = start_counting(self.reply, self.lanes)
+        # Counted beside the first page, on a connection of its own. A filtered export's count is an
+        # EXPLAIN, which reads no snapshot: straight to PostgreSQL it runs on the shared lanes, never first
+        # on the snapshot's holder, where the first page runs (behind a pooler, the export's one connection).
+        plain = self.request.app[LANES]
+        lanes = plain if self.export.filters and plain.unit_begin is None else self.lanes
+        self._count = start_counting(self.reply, lanes)
 
     async def _expected_rows(self) -> RowCount:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the

@@ -235,3 +235,11 @@ async def test_a_path_the_filter_names_percent_encoded_keeps_its_meaning(filtere
     name = quote('it\'s "quoted"', safe="")
     response = await filtered_client.get(f"/chunked/things?{name}=like.q_%27s", headers=auth)
     assert ids_of("ndjson", await response.read()) == await oracle(conn, wanted)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_head_refuses_a_bad_filter_as_its_get_does(filtered_client, auth, endpoint):
+    head = await filtered_client.head(f"/{endpoint}/things?score=gt.high", headers=auth)
+    get = await filtered_client.get(f"/{endpoint}/things?score=gt.high", headers=auth)
+    assert head.status == get.status == 400
+    assert (await get.json())["parameter"] == "score"
