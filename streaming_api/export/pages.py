@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from ..db.lanes import Lanes, Units
 from ..db.statements import copy_statement, sql_text
+from .count import RowCount
 from .layout import Layout
 from .planner import DatabaseClock, Planner
 from .request import Export
@@ -122,19 +123,25 @@ async def _fetch_page(
 
 
 async def pages(
-    lanes: Units, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
+    lanes: Units,
+    export: Export,
+    clock: DatabaseClock,
+    depth: int = 2,
+    smallest_key: int | None = None,
+    expected: Awaitable[RowCount] | None = None,
 ) -> AsyncIterator[Piece]:
     """The export's output in key order, as it arrives; up to `depth` pages in flight on their own
     connections. PostgreSQL renders the next pages on other backends while this one is written to the
     client. A connection is held only while its page's statement runs (and, for a page bigger than
-    page_bytes, while the client takes it)."""
+    page_bytes, while the client takes it). `expected`: the export's row estimate being made (the planner
+    sizes a filtered export's plans by it)."""
     layout = export.layout
     if layout.whole_pages and not export.table.key and export.page_size is not None:
         async for piece in _cursor_pages(lanes, export, clock):
             yield piece
         return
     signal = asyncio.Event()
-    planner = Planner(lanes, export, clock, smallest_key, signal)
+    planner = Planner(lanes, export, clock, smallest_key, signal, expected)
     capacity = export.page_bytes or DEFAULT_PAGE_BYTES
     # Never more than a waiting page may hold: the page being sent must not wait for room it cannot get.
     passing = min(PIECE_BYTES, capacity)
@@ -260,7 +267,11 @@ async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> A
 
 
 async def encoded_chunks(
-    lanes: Units, export: Export, timing: DatabaseClock, smallest_key: int | None = None
+    lanes: Units,
+    export: Export,
+    timing: DatabaseClock,
+    smallest_key: int | None = None,
+    expected: Awaitable[RowCount] | None = None,
 ) -> AsyncIterator[Chunk]:
     """The response body, as chunks of parts (joined by the sink, once): (head, the first output),
     (more output), ..., (tail). The head rides on the first output, so the first chunk already carries
@@ -273,7 +284,8 @@ async def encoded_chunks(
     # Rows of pages whose last bytes went out before the page's end was known.
     rows = 0
     # aclosing: when the consumer stops early, pages() cleans up now, not later in a task of its own.
-    async with contextlib.aclosing(pages(lanes, export, timing, smallest_key=smallest_key)) as source:
+    source = pages(lanes, export, timing, smallest_key=smallest_key, expected=expected)
+    async with contextlib.aclosing(source) as source:
         async for piece in source:
             rows += piece.rows
             if piece.ready:

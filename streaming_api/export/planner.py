@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Protocol
 
 from ..db.lanes import Lanes, Units
 from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
+from .count import RowCount, estimate
 from .request import Export
 
 # Pages per plan (one statement, one walk of their stretch of the index).
@@ -16,10 +19,14 @@ PLAN_PAGES = 32
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
 # A filtered export's plan walks every row its pages span, not only those it keeps (a filter that keeps 10%
-# walks ten times the rows): its windows start at this many pages, then are sized so a plan takes about
-# PLAN_TARGET_SECONDS (at most doubling, at most PLAN_PAGES), so the next is ready before its pages run out.
-FILTERED_FIRST_PLAN_PAGES = 4
-PLAN_TARGET_SECONDS = 0.004
+# walks ten times the rows): its windows are sized by the share of rows the planner estimates the filter
+# keeps, so a plan walks about as many rows as an unfiltered one; this many pages when nothing estimates it.
+FILTERED_PLAN_PAGES = 4
+# How long the first plan waits for the export's row estimate (normally long since there).
+ESTIMATE_WAIT_SECONDS = 0.05
+# A filter estimated to keep at least this share of the rows is left out of the plans (without a limit):
+# they then walk the key's index alone, as unfiltered, and each page still holds most of page_size rows.
+UNFILTERED_PLANS_FROM_SHARE = 0.9
 
 
 class DatabaseClock(Protocol):
@@ -41,9 +48,17 @@ class Planner:
     pages arrive); for wide tables the plan itself adds up the rows' bytes."""
 
     def __init__(
-        self, lanes: Units, export: Export, clock: DatabaseClock, smallest_key: int | None, signal: asyncio.Event
+        self,
+        lanes: Units,
+        export: Export,
+        clock: DatabaseClock,
+        smallest_key: int | None,
+        signal: asyncio.Event,
+        expected: Awaitable[RowCount] | None = None,
     ) -> None:
         self._lanes = lanes
+        # The export's row estimate as the headers get it (a filtered export's: the planner's), when one is made.
+        self._expected = expected
         # Set when a plan ends, so an export waiting on its pages sees a plan's failure at once.
         self._signal = signal
         self._export = export
@@ -54,8 +69,11 @@ class Planner:
         self.row_bytes = export.table.row_bytes or 0.0
         self.ready: deque[PageSpec] = deque()
         self.done = export.limit == 0
-        # Pages per plan (smaller for a filtered export, see FILTERED_FIRST_PLAN_PAGES).
-        self.window = PLAN_PAGES if export.where is None else FILTERED_FIRST_PLAN_PAGES
+        # Pages per plan, and whether the plans carry the filter: a filtered export's are settled by the first
+        # plan after its first page (_settle_window).
+        self.window = PLAN_PAGES
+        self._plan_where = None if export.where is None else export.where.plan_sql
+        self._settled = export.where is None
         self._planning: asyncio.Task[None] | None = None
         # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
         self._first_pending = False
@@ -150,8 +168,8 @@ class Planner:
     async def _plan(self, priority: int) -> None:
         export = self._export
         assert export.page_size is not None
-        # A filtered export's windows follow how long its plans take (not its first page's).
-        adapts = export.where is not None and not self._first_rows
+        if not self._settled and not self._first_rows:
+            await self._settle_window()
         if self._first_rows:
             size, pages = self._first_rows, 1  # the first page of a key that is not an integer
             self._first_rows = 0
@@ -162,17 +180,13 @@ class Planner:
         weighed = (
             export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None
         )
-        where = None if export.where is None else export.where.plan_sql
-        sql = plan_sql(export.table, self._after, size, pages, weighed, where)
+        sql = plan_sql(export.table, self._after, size, pages, weighed, self._plan_where)
         started = time.perf_counter()
         try:
             async with self._lanes.connection(priority) as conn:
                 records = await fetch_uncached(conn, sql)
         finally:
             self._clock.db_seconds += time.perf_counter() - started
-        if adapts and len(records) == pages:
-            took = max(time.perf_counter() - started, 1e-4)
-            self.window = max(1, min(PLAN_PAGES, 2 * pages, round(pages * PLAN_TARGET_SECONDS / took)))
         for record in records:
             bound: KeyValue = tuple(record[1:-1])
             rows = record[-1]
@@ -190,6 +204,25 @@ class Planner:
         # The table (or the limit) ends in the next page: it has no upper bound.
         self.ready.append(PageSpec(self._after, None, self._budget))
         self.done = True
+
+    async def _settle_window(self) -> None:
+        """A filtered export's plans: windows of PLAN_PAGES times the share of rows its filter keeps (the planner's
+        estimate, as the headers carry it), and no filter in them when it keeps nearly every row."""
+        self._settled = True
+        self.window = FILTERED_PLAN_PAGES
+        if self._expected is None:
+            return
+        try:
+            counted = await asyncio.wait_for(asyncio.shield(self._expected), ESTIMATE_WAIT_SECONDS)
+        except Exception:  # no estimate (a timeout, a failure the export meets on its own): the default window
+            return
+        if self._export.limit is not None:
+            return  # the estimate is capped by the limit: no share to read from it
+        share = counted.rows / max(estimate(self._export).rows, 1)
+        self.window = max(1, min(PLAN_PAGES, math.ceil(PLAN_PAGES * share)))
+        if share >= UNFILTERED_PLANS_FROM_SHARE and self._budget is None:
+            # Unfiltered plans count rows the filter may leave out: never with a limit's budget to keep.
+            self._plan_where = None
 
     async def close(self) -> None:
         if self._planning is not None:

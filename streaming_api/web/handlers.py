@@ -195,7 +195,8 @@ async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Stre
     """The export itself: where /standard and /chunked part ways is the sink, what it does with each chunk."""
     await sink.before_export()
     key_range = reply.export.table.key_range
-    chunks = encoded_chunks(lanes, reply.export, request[TIMING], None if key_range is None else key_range[0])
+    smallest = None if key_range is None else key_range[0]
+    chunks = encoded_chunks(lanes, reply.export, request[TIMING], smallest, sink.counting)
     async with contextlib.aclosing(chunks):
         async for chunk in chunks:
             await sink.take(chunk)

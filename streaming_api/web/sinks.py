@@ -82,6 +82,9 @@ class Buffered:
         self._bytes = 0
         self._rows = 0
 
+    # No row estimate is made beside a /standard export (its count comes with its body).
+    counting = None
+
     async def before_export(self) -> None:
         """Refuse before running it an export over the row cap: counted (up to the cap) only where the
         table's figures say it may be; the cap also holds as the rows come (the COPY asks for one more)."""
@@ -148,6 +151,11 @@ class Streamed:
         plain = self.request.app[LANES]
         lanes = plain if self.export.filters and plain.unit_begin is None else self.lanes
         self._count = start_counting(self.reply, lanes)
+
+    @property
+    def counting(self) -> asyncio.Task[RowCount] | None:
+        """The row count being made beside the first page (once before_export has started it)."""
+        return self._count
 
     async def _expected_rows(self) -> RowCount:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the

@@ -5,6 +5,8 @@ and pages that hold page_size filtered rows (the plans carry the filter)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from streaming_api.db import filters
 from streaming_api.db.catalog import Table
 from streaming_api.db.filters import Filter, FilterError, Where
 from streaming_api.db.lanes import Lanes
+from streaming_api.export.count import RowCount
 from streaming_api.export.pages import pages
 from streaming_api.export.request import BadParameter, parse_export
 from tests.support.filtered import ROWS, Wanted, oracle
@@ -214,3 +217,63 @@ async def test_pages_hold_page_size_filtered_rows_the_plans_skipping_what_the_fi
     assert sum(sizes) == kept < ROWS - 40
     assert sizes[1:-1] == [7] * (len(sizes) - 2) and 0 < sizes[-1] <= 7
     assert len(sizes) > 32  # more than one plan
+
+
+class PlanRecorder(Lanes):
+    """Lanes that keep the text of every plan (a statement fetched, not a COPY) run on them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool, 4)
+        self.plans: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
+        async with super().connection(priority) as conn:
+            yield _Recording(conn, self.plans)
+
+
+class _Recording:
+    def __init__(self, conn: asyncpg.Connection, plans: list[str]) -> None:
+        self._conn, self._plans = conn, plans
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    async def prepare(self, sql: str, **kwargs: object) -> object:
+        self._plans.append(sql)
+        return await self._conn.prepare(sql, **kwargs)
+
+
+async def _planned(pool, things, pairs, estimated_rows, **changes):
+    """(the plans' SQL, the rows' ids) of a filtered export whose row estimate says `estimated_rows`."""
+    raw = _parsed(things, *pairs)
+    lanes = PlanRecorder(pool)
+    export = export_of(things, page_size=7, first_page_size=3, filters=raw, where=Where(things, raw), **changes)
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(RowCount(estimated_rows, False))
+    rows = 0
+    async for piece in pages(lanes, export, Clock(), smallest_key=1, expected=done):
+        rows += piece.rows
+    return lanes.plans, rows
+
+
+async def test_the_plans_of_a_filter_that_keeps_nearly_every_row_walk_the_key_alone(pool, things):
+    plans, rows = await _planned(pool, things, [("$1", "neq.3")], ROWS)
+    assert plans and not any('"$1"' in plan for plan in plans)
+    async with pool.acquire() as conn:
+        assert rows == len(await oracle(conn, [Wanted("$1", "neq", ("3",))]))
+
+
+async def test_the_plans_of_a_filter_that_keeps_a_tenth_walk_it_in_windows_of_a_tenth(pool, things):
+    plans, rows = await _planned(pool, things, [("$1", "lt.4")], ROWS // 10)
+    assert plans and all('"$1" < ' in plan for plan in plans)
+    async with pool.acquire() as conn:
+        assert rows == len(await oracle(conn, [Wanted("$1", "lt", ("4",))]))
+    # PLAN_PAGES (32) x a tenth: windows of 4 pages.
+    assert all("WHERE b.k < 4)" in plan for plan in plans)
+
+
+async def test_a_limit_keeps_the_filter_in_the_plans_whatever_it_is_estimated_to_keep(pool, things):
+    plans, rows = await _planned(pool, things, [("$1", "neq.3")], ROWS, limit=100)
+    assert plans and all('"$1" <> ' in plan for plan in plans)
+    assert rows == 100
