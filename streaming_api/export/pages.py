@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..db.lanes import Lanes, Units
@@ -128,7 +128,7 @@ async def pages(
     clock: DatabaseClock,
     depth: int = 2,
     smallest_key: int | None = None,
-    expected: Awaitable[RowCount] | None = None,
+    expected: asyncio.Future[RowCount] | None = None,
 ) -> AsyncIterator[Piece]:
     """The export's output in key order, as it arrives; up to `depth` pages in flight on their own
     connections. PostgreSQL renders the next pages on other backends while this one is written to the
@@ -271,7 +271,7 @@ async def encoded_chunks(
     export: Export,
     timing: DatabaseClock,
     smallest_key: int | None = None,
-    expected: Awaitable[RowCount] | None = None,
+    expected: asyncio.Future[RowCount] | None = None,
 ) -> AsyncIterator[Chunk]:
     """The response body, as chunks of parts (joined by the sink, once): (head, the first output),
     (more output), ..., (tail). The head rides on the first output, so the first chunk already carries

@@ -6,7 +6,6 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable
 from typing import Protocol
 
 from ..db.lanes import Lanes, Units
@@ -54,7 +53,7 @@ class Planner:
         clock: DatabaseClock,
         smallest_key: int | None,
         signal: asyncio.Event,
-        expected: Awaitable[RowCount] | None = None,
+        expected: asyncio.Future[RowCount] | None = None,
     ) -> None:
         self._lanes = lanes
         # The export's row estimate as the headers get it (a filtered export's: the planner's), when one is made.
@@ -214,6 +213,10 @@ class Planner:
             return
         try:
             counted = await asyncio.wait_for(asyncio.shield(self._expected), ESTIMATE_WAIT_SECONDS)
+        except asyncio.CancelledError:
+            if not self._expected.cancelled():
+                raise  # this plan is cancelled, not the estimate
+            return
         except Exception:  # no estimate (a timeout, a failure the export meets on its own): the default window
             return
         if self._export.limit is not None:

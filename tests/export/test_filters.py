@@ -277,3 +277,15 @@ async def test_a_limit_keeps_the_filter_in_the_plans_whatever_it_is_estimated_to
     plans, rows = await _planned(pool, things, [("$1", "neq.3")], ROWS, limit=100)
     assert plans and all('"$1" <> ' in plan for plan in plans)
     assert rows == 100
+
+
+async def test_an_estimate_given_up_leaves_the_plans_their_default_window(pool, things):
+    raw = _parsed(things, ("$1", "lt.4"))
+    lanes = PlanRecorder(pool)
+    export = export_of(things, page_size=7, first_page_size=3, filters=raw, where=Where(things, raw))
+    given_up = asyncio.get_running_loop().create_future()
+    given_up.cancel()
+    rows = sum([piece.rows async for piece in pages(lanes, export, Clock(), smallest_key=1, expected=given_up)])
+    async with pool.acquire() as conn:
+        assert rows == len(await oracle(conn, [Wanted("$1", "lt", ("4",))]))
+    assert lanes.plans and all("WHERE b.k < 4)" in plan for plan in lanes.plans)
