@@ -11,6 +11,7 @@ from typing import Protocol
 from ..db.lanes import Lanes, Units
 from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
 from .count import RowCount, estimate
+from .ranges import IdRanges
 from .request import Export
 
 # Pages per plan (one statement, one walk of their stretch of the index).
@@ -73,6 +74,8 @@ class Planner:
         self.window = PLAN_PAGES
         self._plan_where = None if export.where is None else export.where.plan_sql
         self._settled = export.where is None
+        # A filtered export's later pages as id ranges by arithmetic, without plans (export.ranges).
+        self._ranges: IdRanges | None = None
         self._planning: asyncio.Task[None] | None = None
         # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
         self._first_pending = False
@@ -113,6 +116,8 @@ class Planner:
         """A page arrived: rows weigh at least what these did (pages shrink, never grow, within an export)."""
         if rows:
             self.row_bytes = max(self.row_bytes, nbytes / rows)
+        if self._ranges is not None:
+            self._ranges.arrived(rows)
 
     def first_page_done(self, rows: int) -> None:
         """The first page's row count: what is left of the limit for the pages after it."""
@@ -127,6 +132,9 @@ class Planner:
         """The next page if its bounds are known, without waiting; and, with plan_ahead, start planning the
         next window in the background when few planned pages are left."""
         self._collect()
+        if self._ranges is not None and not self.ready and not self.done:
+            self.ready.append(self._ranges.next())
+            self.done = self._ranges.done
         spec = self.ready.popleft() if self.ready else None
         if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and self._may_plan() and self._planning is None:
             self._start_plan(Lanes.LATER)
@@ -151,7 +159,7 @@ class Planner:
         return self.take_ready(plan_ahead)
 
     def _may_plan(self) -> bool:
-        return not self.done and not self._first_pending
+        return not self.done and not self._first_pending and self._ranges is None
 
     @property
     def planning(self) -> asyncio.Task[None] | None:
@@ -169,6 +177,8 @@ class Planner:
         assert export.page_size is not None
         if not self._settled and not self._first_rows:
             await self._settle_window()
+            if self._ranges is not None:
+                return  # no plans: take_ready makes each page's range
         if self._first_rows:
             size, pages = self._first_rows, 1  # the first page of a key that is not an integer
             self._first_rows = 0
@@ -221,11 +231,36 @@ class Planner:
             return
         if self._export.limit is not None:
             return  # the estimate is capped by the limit: no share to read from it
-        share = counted.rows / max(estimate(self._export).rows, 1)
+        expected = estimate(self._export).rows
+        share = counted.rows / max(expected, 1)
         self.window = max(1, min(PLAN_PAGES, math.ceil(PLAN_PAGES * share)))
         if share >= UNFILTERED_PLANS_FROM_SHARE and self._budget is None:
             # Unfiltered plans count rows the filter may leave out: never with a limit's budget to keep.
             self._plan_where = None
+        elif self._ranges_fit():
+            # (The key's range as the catalog last read it, and the rows it then had there.)
+            assert self._after is not None and self._export.table.key_range is not None
+            end = self._export.table.key_range[1]
+            ids = max(end - int(self._after[0]), 1)
+            kept_per_id = counted.rows / ids if counted.rows else 0.0
+            ids_per_row = 1 / kept_per_id if kept_per_id else float(ids)
+            self._ranges = IdRanges(int(self._after[0]), end, self._rows_per_page(self._export.page_size), ids_per_row)
+
+    def _ranges_fit(self) -> bool:
+        """Whether a filtered export's pages may be id ranges (export.ranges): a key of one integer column of
+        known range, no limit (its budget needs rows counted ahead), a text format (a page passes on as it
+        arrives, however many rows it holds) and rows that are not wide (plans bound those in bytes)."""
+        export = self._export
+        assert export.page_size is not None
+        wide = bool(export.page_bytes) and self.row_bytes * export.page_size > (export.page_bytes or 0)
+        return (
+            export.table.integer_key
+            and export.table.key_range is not None
+            and self._after is not None
+            and self._budget is None
+            and not export.layout.whole_pages
+            and not wide
+        )
 
     async def close(self) -> None:
         if self._planning is not None:
