@@ -14,12 +14,14 @@ and no request text reaches it but as one of these:
   `quote_literal(CAST(CAST($1 AS text) AS <the column's type>))`, which reads it as the type (a bad value
   is an error there, before the export) and writes the typed value back as a literal for the session's
   own settings (standard_conforming_strings included: E'...' where a backslash needs it);
-- an integer checked here (ASCII digits within the type's range), written as its digits.
+- an integer checked here (ASCII digits within the type's range), written as its digits; a double's or
+  a numeric's plain decimal text checked here (digits, a point, an exponent: nothing to escape), quoted.
 The literal is then cast to the column's type by name from the catalog, so it is never read as anything else.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ IS_KEYWORDS = ("null", "not_null", "true", "false", "unknown")
 _BOOLEAN_KEYWORDS = ("true", "false", "unknown")
 # Plain ASCII digits: read here; any other integer text (" 1", "1_000", "0x1F") goes to PostgreSQL.
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+# A plain decimal number, as a double or a numeric reads it: read here; anything else goes to PostgreSQL.
+_DECIMAL = re.compile(r"-?(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][-+]?[0-9]{1,3})?")
 _SHOWN = 60
 # What PostgreSQL says of a value or an operator the request got wrong (not of the database): a 400.
 REQUEST_ERRORS: tuple[type[BaseException], ...] = (
@@ -125,7 +129,7 @@ def parse_filter(parameter: str, column: Column, raw: str) -> Filter:
             raise FilterError(parameter, f"{operator} is for a text column; {column.name} is {column.declared}", column)
         return Filter(parameter, column.name, operator, negated, (like_pattern(parameter, value, column),))
     values = in_items(parameter, value, column) if operator == "in" else (value,)
-    literals = _integers(column, values)
+    literals = _read_here(column, values)
     return Filter(parameter, column.name, operator, negated, values, literals)
 
 
@@ -139,18 +143,31 @@ def _usable(parameter: str, text: str, what: str, column: Column) -> None:
         raise FilterError(parameter, f"{what} is not valid UTF-8", column) from None
 
 
-def _integers(column: Column, values: tuple[str, ...]) -> tuple[str, ...] | None:
-    """An integer column's values as their digits, when each is plainly one in range; else None (PostgreSQL
-    reads them, and says what is wrong)."""
-    top = INTEGER_MAX.get(column.type.builtin or "")
+def _read_here(column: Column, values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The values as literals when each is plainly a number the column's type reads (no statement needed to
+    check them): an integer's digits within its range; a double's or a numeric's decimal text, quoted (it
+    holds nothing but digits, a point, an exponent and signs), when PostgreSQL reads it without overflow.
+    Else None: PostgreSQL reads them, and says what is wrong."""
     if not values:
         return ()
-    if top is None:
+    name = column.type.builtin or ""
+    top = INTEGER_MAX.get(name)
+    if top is not None:
+        if all(_INTEGER.fullmatch(value) and -top - 1 <= int(value) <= top for value in values):
+            return tuple(str(int(value)) for value in values)
         return None
-    for value in values:
-        if not _INTEGER.fullmatch(value) or not -top - 1 <= int(value) <= top:
+    if name in ("float8", "numeric") and all(_DECIMAL.fullmatch(value) for value in values):
+        if name == "float8" and not all(_finite_double(value) for value in values):
             return None
-    return tuple(str(int(value)) for value in values)
+        return tuple(f"'{value}'" for value in values)
+    return None
+
+
+def _finite_double(text: str) -> bool:
+    """Whether a decimal text reads as a double without overflow or underflow (which PostgreSQL refuses)."""
+    number = float(text)
+    mantissa = text.lower().partition("e")[0]
+    return not math.isinf(number) and (number != 0 or not any(digit in mantissa for digit in "123456789"))
 
 
 def like_pattern(parameter: str, value: str, column: Column) -> str:

@@ -97,13 +97,17 @@ def test_what_is_not_an_operator_is_refused(things, raw):
         _one(things, "note", raw)
 
 
-def test_plain_integers_are_checked_here_anything_else_by_postgresql(things):
+def test_plain_numbers_are_checked_here_anything_else_by_postgresql(things):
     assert _one(things, "id", "in.(1,-2,007)").literals == ("1", "-2", "7")
     assert _one(things, "id", "eq.9223372036854775807").literals == ("9223372036854775807",)
     for raw in ("eq.9223372036854775808", "eq. 7", "eq.1_000", "eq.0x1F", "eq.١٢", "eq.1.0"):
         assert not _one(things, "id", raw).checked, raw
     assert not _one(things, "$1", "eq.3000000000").checked  # past int4
-    assert not _one(things, "score", "eq.1").checked  # a double: PostgreSQL reads it
+    # A double's or a numeric's plain decimal text, quoted as it is (nothing in it to escape).
+    assert _one(things, "score", "in.(1,-2.5,.5,1e3,1.5E-7)").literals == ("'1'", "'-2.5'", "'.5'", "'1e3'", "'1.5E-7'")
+    assert _one(things, '"with space"', "gt.1e999").literals == ("'1e999'",)
+    for raw in ("eq.1e309", "eq.1e-400", "eq.NaN", "eq.Infinity", "eq. 1", "eq.1e", "eq.0x1"):
+        assert not _one(things, "score", raw).checked, raw
 
 
 def test_a_column_named_like_a_parameter_is_filtered_in_double_quotes(things):
@@ -131,6 +135,8 @@ def test_filters_checked_here_alone_need_no_statement(things):
     export = parse_export(MultiDict(id="gt.5", flag="is.true"), things, None, {"format"}, 7, 100, reserved=RESERVED)
     assert export.where is not None and export.where_sql is not None
     export = parse_export(MultiDict(score="gt.5"), things, None, {"format"}, 7, 100, reserved=RESERVED)
+    assert export.where is not None
+    export = parse_export(MultiDict(at="gt.2026-01-02"), things, None, {"format"}, 7, 100, reserved=RESERVED)
     assert export.where is None
 
 
@@ -138,7 +144,7 @@ async def test_postgresql_writes_each_value_as_its_own_literal(pool, things):
     raw = _parsed(
         things,
         ("note", "eq.it's a \\ back'slash"),
-        ("score", "gte.1e1"),
+        ("score", "gte. 1e1"),
         ("at", "lt.2026-01-03 01:00+01"),
         ("note", "like.*' OR 1=1 --*"),
     )
