@@ -306,6 +306,7 @@ def _headline(doc: dict[str, Any]) -> list[str]:
             lines += [
                 (f"/chunked ndjson ?{kept['filter']} ({_num(kept['rows'], 0)} rows)", ""),
                 ("    total ÷ unfiltered total, 1 client", _num(kept["total_over_unfiltered"], 3)),
+                ("    its ÷floor ÷ the unfiltered ÷floor", _num(kept.get("floor_ratio_over_unfiltered"), 3)),
                 ("    total ÷ COPY of the same rows (its floor)", _num(kept["total_over_floor"], 3)),
                 ("    first byte, 1 client, median ms", "-" if first_byte is None else _ms(first_byte)),
             ]

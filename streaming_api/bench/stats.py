@@ -297,6 +297,9 @@ def _scope_headline(
                 "rows": kept["kept_rows"],
                 "total_over_unfiltered": over(median(kept_one, "total_ms"), median(one, "total_ms")),
                 "total_over_floor": kept["floor_ratio"],
+                # Each ÷ its own floor, run alternately with it: what the machine's load did between the two
+                # groups cancels out (for a filter that keeps every row, the two floors are the same COPY).
+                "floor_ratio_over_unfiltered": over(kept["floor_ratio"], chunked["floor_ratio"] if chunked else None),
                 "first_byte_ms_1_client_median": median(kept_one, "first_byte_ms"),
             }
         )

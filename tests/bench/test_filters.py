@@ -80,6 +80,7 @@ def test_the_headline_sets_each_filtered_total_against_the_unfiltered_one_and_it
     assert [f["filter"] for f in figures] == [KEEPS_ALL, KEEPS_HALF, KEEPS_TEN]
     for kept in figures:
         assert kept["total_over_unfiltered"] > 0 and kept["total_over_floor"] > 0
+        assert kept["floor_ratio_over_unfiltered"] > 0
         assert kept["first_byte_ms_1_client_median"] > 0
     assert f"/chunked ndjson ?{KEEPS_HALF}" in filtered_run.stdout
     assert "total ÷ unfiltered total, 1 client" in filtered_run.stdout
