@@ -21,10 +21,10 @@ from streaming_api.db.database import Database
 from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
-from tests.support import corpus
+from tests.support import corpus, filtered
 from tests.support import grants as grants_support
 from tests.support import pgbouncer as pgbouncer_support
-from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
+from tests.support.pg import BIG_ROWS, ROWS, big_database_url, create_scratch_database, fetch_rows
 from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
 from tests.support.scratch import scratch_directory
@@ -112,6 +112,28 @@ def corpus_url(database_url: str) -> str:
 def corpus_rows(corpus_url: str) -> list[dict]:
     """The corpus's rows as the database gives them, typed by asyncpg."""
     return asyncio.run(corpus.database_values(corpus_url))
+
+
+@pytest.fixture(scope="session")
+def filtered_url(database_url: str) -> str:
+    """A database of its own holding the filter tests' tables, canary and audit (tests/support/filtered.py)."""
+    url = asyncio.run(create_scratch_database(database_url, "filtered"))
+    asyncio.run(filtered.make(url))
+    return url
+
+
+@pytest.fixture
+def filtered_settings(settings: Settings, filtered_url: str) -> Settings:
+    """The service over the filter tests' tables, in pages of 7 rows (a first of 3): an export of a few
+    hundred rows takes dozens of pages and more than one plan."""
+    return settings.replace(
+        database_url=filtered_url, tables=filtered.TABLES, page_size=7, first_page_size=3, standard_max_rows=5000
+    )
+
+
+@pytest.fixture
+async def filtered_client(aiohttp_client, filtered_settings: Settings) -> AsyncIterator[TestClient]:
+    yield await aiohttp_client(create_app(filtered_settings))
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,14 @@ and the settings the bench's own server runs with to carry it out."""
 
 from __future__ import annotations
 
+import itertools
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..settings import Settings
 from .coding import IDENTITY
+from .filtering import encoded
 from .results import Options
 
 # The codings a server may be told to offer, in the order it prefers them.
@@ -27,6 +29,8 @@ class Group:
     table: str | None = None
     # "off": /chunked?snapshot=off, each page reading the database as it is then (db.snapshots).
     snapshot: str = "on"
+    # Filters as a query (--filter, bench.filtering): value=gte.0&id=lt.1000; None: every row.
+    filter: str | None = None
 
     @property
     def resource(self) -> str:
@@ -44,13 +48,15 @@ class Group:
             path += "&snapshot=off"
         if limit is not None:
             path += f"&limit={limit}"
+        if self.filter is not None:
+            path += "&" + encoded(self.filter)
         return path
 
     @property
     def reads_tables(self) -> bool:
-        """Arrow's plain groups also read their rows into a pyarrow.Table: through read_table, and directly
-        (bench.direct)."""
-        return self.format == "arrow" and self.with_floor and self.snapshot == "on"
+        """Arrow's plain groups (no filter) also read their rows into a pyarrow.Table: through read_table, and
+        directly (bench.direct)."""
+        return self.format == "arrow" and self.with_floor and self.snapshot == "on" and self.filter is None
 
     @property
     def with_floor(self) -> bool:
@@ -66,24 +72,23 @@ class Group:
             parts.append(f"page {self.page_size:,}")
         if self.snapshot == "off":
             parts.append("snapshot off")
+        if self.filter is not None:
+            parts.append(f"filter {self.filter}")
         return " ".join(parts)
 
 
 def groups(options: Options, rows: int | None, table: str | None = None) -> Iterator[Group]:
-    """Every group of one size, in the order they run: format, endpoint, coding (identity first: the coded
-    bodies are compared with its body), page size and snapshot (for /chunked only)."""
+    """Every group of one size, in the order they run: format, endpoint, filter, coding (identity first: the
+    coded bodies are compared with its body), page size and snapshot (for /chunked only)."""
     codings = sorted(options.encodings, key=lambda c: c != IDENTITY)
-    for fmt in options.formats:
-        for endpoint in options.endpoints:
-            pages: tuple[int | None, ...] = (None,)
-            snapshots: tuple[str, ...] = ("on",)
-            if endpoint == "chunked":
-                pages = options.page_sizes or pages
-                snapshots = options.snapshots
-            for coding in codings:
-                for page_size in pages:
-                    for snapshot in snapshots:
-                        yield Group(rows, fmt, endpoint, coding, page_size, table, snapshot)
+    for fmt, endpoint, where in itertools.product(options.formats, options.endpoints, options.filters):
+        pages: tuple[int | None, ...] = (None,)
+        snapshots: tuple[str, ...] = ("on",)
+        if endpoint == "chunked":
+            pages = options.page_sizes or pages
+            snapshots = options.snapshots
+        for coding, page_size, snapshot in itertools.product(codings, pages, snapshots):
+            yield Group(rows, fmt, endpoint, coding, page_size, table, snapshot, where)
 
 
 def guards(options: Options) -> dict[str, object]:
@@ -131,6 +136,7 @@ def describe_options(options: Options, floor: bool) -> dict:
         "encodings": list(o.encodings),
         "page_sizes": list(o.page_sizes) if o.page_sizes else None,
         "snapshots": list(o.snapshots),
+        "filters": list(o.filters),
         "links": [link.label if link else "loopback" for link in o.links] or None,
         "shaper": o.shaper,
         "healthz_probe": o.healthz_probe,

@@ -155,6 +155,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             and g.get("coding", "identity") == first.get("coding", "identity")
             and g.get("page_size") == (page if g["endpoint"] == "chunked" else None)
             and g.get("snapshot", "on") == "on"
+            and g.get("filter") is None
         )
 
     groups = {g["endpoint"]: g for g in doc["groups"] if chosen(g)}

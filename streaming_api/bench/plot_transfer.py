@@ -166,6 +166,7 @@ def plot_transfer(doc: dict[str, Any], path: Path) -> None:
             for g in groups
             if g["page_size"] == (page if g["endpoint"] == "chunked" else None)
             and g.get("snapshot", "on") == "on"
+            and g.get("filter") is None
             and (run := _median_run(g)) is not None
         }
         scope = f"link {link}" if link else "loopback"

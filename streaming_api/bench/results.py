@@ -44,6 +44,8 @@ class Options:
     page_sizes: tuple[int, ...] | None = None
     # /chunked with its snapshot ("on", the default) and without it (?snapshot=off), one group each.
     snapshots: tuple[str, ...] = ("on",)
+    # Filter queries (bench.filtering), one group each on both endpoints; None: every row (the default).
+    filters: tuple[str | None, ...] = (None,)
     # Links the client reaches the server over (bench.link), each running the whole plan; None: loopback.
     links: tuple[LinkSpec | None, ...] = ()
     # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
@@ -147,6 +149,10 @@ class GroupResult:
     page_size: int | None = None
     # "off": /chunked?snapshot=off (its pages read the database as it is when each runs).
     snapshot: str = "on"
+    # The filters its requests carry (a query, --filter), None for every row: its floor is filtered alike;
+    # and the rows they keep, what each body holds (None: not known, then the warm-up's count).
+    filter: str | None = None
+    kept_rows: int | None = None
     # The link's label ("100mbit,20ms"), None for loopback; how it was built is in BenchResult.links.
     link: str | None = None
     floor_runs: list[FloorRunResult] = field(default_factory=list)
@@ -163,6 +169,11 @@ class GroupResult:
     table_reads: list[TableReadResult] = field(default_factory=list)
     # read_table's table against each direct reader's: types, nullability, values (bench.direct.compare_schemas).
     schemas: dict = field(default_factory=dict)
+
+    @property
+    def body_rows(self) -> int | None:
+        """The rows each body must hold: the size's, or those the filter keeps."""
+        return self.rows if self.filter is None else self.kept_rows
 
 
 @dataclass

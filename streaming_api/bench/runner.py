@@ -20,6 +20,7 @@ import psutil
 from ..db.database import Database
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
+from . import filtering
 from . import floor as floors
 from .direct import DirectReaders
 from .link import Built, RelayProcess, link_up
@@ -61,10 +62,11 @@ class Runner:
         )
         # The link the groups now run over (None: loopback).
         self.link: Built | None = None
-        # The table measured, once found (bench.subject).
+        # The table measured, once found (bench.subject); each filter's condition, for its floor.
         self.subject: Subject | None = None
         # The direct connections Arrow is read through beside the service (bench.direct).
         self.direct: DirectReaders | None = None
+        self.floor_where: dict[str, str | None] = {}
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -172,8 +174,8 @@ class Runner:
         for spec in groups(self.options, rows, self.subject.name):
             group = await self._run_group(spec, limit)
             self.result.groups.append(group)
-            # Remote, whole table: the count the first verified body had stands for the rest.
-            if rows is None:
+            # Remote, whole table: the count the first verified (unfiltered) body had stands for the rest.
+            if rows is None and spec.filter is None:
                 rows = next((r.rows for run in group.runs for r in run.requests if r.verified), None)
         return rows
 
@@ -181,6 +183,11 @@ class Runner:
 
     async def _run_group(self, spec: Group, limit: int | None) -> GroupResult:
         rows = spec.rows
+        kept = None
+        if spec.filter is not None:
+            assert self.subject is not None
+            judged = await filtering.judged(self.conn, self.subject.table, spec.filter, limit)
+            self.floor_where[spec.filter], kept = judged
         group = GroupResult(
             rows,
             spec.format,
@@ -190,6 +197,8 @@ class Runner:
             coding=spec.coding,
             page_size=spec.page_size,
             snapshot=spec.snapshot,
+            filter=spec.filter,
+            kept_rows=kept,
             link=self.link.spec.label if self.link else None,
         )
         server: ServerProcess | None = None
@@ -239,7 +248,7 @@ class Runner:
         label: str,
     ) -> None:
         """targets: where the timed requests go (over the link, if any), and where the meters ask (not)."""
-        rows = group.rows
+        rows = group.body_rows
         warmup = await self._run_once(group, targets, server, 1, rows, warmup=True, label=f"{label} warm-up")
         group.runs.append(warmup)
         refused = [r for r in warmup.requests if r.refused]
@@ -250,7 +259,7 @@ class Runner:
             return
         if rows is None:
             rows = next((r.rows for r in warmup.requests if r.verified), None)
-            group.rows = rows
+            group.rows, group.kept_rows = (rows, None) if group.filter is None else (group.rows, rows)
         body_bytes = max((r.bytes for r in warmup.requests), default=0)
         levels = self.options.concurrency
         floor = spec.with_floor and self.conn is not None
@@ -270,13 +279,13 @@ class Runner:
                     )
                 )
             elif floor:
-                group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=True))
+                group.floor_runs.append(await self._floor_run(group, limit, warmup=True))
             if concurrency == 1 and reads is not None:
                 self.progress.stage(f"{label}: warm-up reads into a pyarrow.Table ({', '.join(reads.readers)})")
                 await reads.round(group, warmup=True)
             for repeat in range(self.options.repeat):
                 if concurrency == 1 and floor:
-                    group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=False))
+                    group.floor_runs.append(await self._floor_run(group, limit, warmup=False))
                 if concurrency == 1 and reads is not None:
                     self.progress.stage(f"{label}: reads into a pyarrow.Table, {repeat + 1}/{self.options.repeat}")
                     await reads.round(group, warmup=False)
@@ -313,17 +322,19 @@ class Runner:
     async def _floor_runs(self, group: GroupResult, limit: int | None, count: int) -> None:
         if self.conn is None:
             return
-        group.floor_runs.append(await self._floor_run(group.floor_kind, limit, group.rows, warmup=True))
+        group.floor_runs.append(await self._floor_run(group, limit, warmup=True))
         for _ in range(count):
-            group.floor_runs.append(await self._floor_run(group.floor_kind, limit, group.rows, warmup=False))
+            group.floor_runs.append(await self._floor_run(group, limit, warmup=False))
 
-    async def _floor_run(self, kind: str, limit: int | None, rows: int | None, warmup: bool) -> FloorRunResult:
+    async def _floor_run(self, group: GroupResult, limit: int | None, warmup: bool) -> FloorRunResult:
         assert self.conn is not None
+        kind, rows = group.floor_kind, group.body_rows
         self.progress.stage(f"floor: {kind}{' warm-up' if warmup else ''}")
         postgres = self._postgres_meter()
         before = postgres.snapshot() if postgres else None
         assert self.subject is not None and self.subject.table is not None
-        run = await floors.measure_floor(self.conn, kind, self.subject.table, limit)
+        where = None if group.filter is None else self.floor_where[group.filter]
+        run = await floors.measure_floor(self.conn, kind, self.subject.table, limit, where)
         used = CpuMeter.used(before, postgres.snapshot()) if postgres and before is not None else None
         figures = (run.total_ms, run.first_byte_ms, run.bytes, run.rows, run.client_cpu_s, used)
         return FloorRunResult(kind, warmup, *figures, ok=rows is None or run.rows == rows)
@@ -359,7 +370,7 @@ class Runner:
             costs = await meters.stop()
 
         self.progress.stage(f"{label}: verifying {concurrency} bod{'y' if concurrency == 1 else 'ies'}")
-        requests = [evaluate(self.verifier, group.format, one, rows, keep_series) for one in received]
+        requests = [evaluate(self.verifier, group.format, one, rows, keep_series, group.filter) for one in received]
         starts = [one.started for one in received if one.started]
         ends = [one.times[-1] for one in received if one.times]
         wall = (max(ends) - min(starts)) if starts and ends else 0.0

@@ -184,6 +184,8 @@ def group_summary(group: GroupResult, levels: list[int]) -> dict[str, Any]:
         "coding": group.coding,
         "page_size": group.page_size,
         "snapshot": group.snapshot,
+        "filter": group.filter,
+        "kept_rows": group.kept_rows,
         "link": group.link,
         "floor": floor,
         "floor_ratio": ratio,
@@ -204,6 +206,8 @@ def failures(result: BenchResult) -> list[str]:
             where += f" {group.coding}"
         if group.page_size is not None:
             where += f" page_size={group.page_size}"
+        if group.filter is not None:
+            where += f" filtered by {group.filter}"
         if group.link is not None:
             where += f" over {group.link}"
         for run in group.runs:
@@ -212,9 +216,9 @@ def failures(result: BenchResult) -> list[str]:
                     kind = "warm-up" if run.warmup else "run"
                     found.append(f"{where} ×{run.concurrency} {kind}, client {index + 1}: {request.error}")
         found.extend(
-            f"{where}: floor {f.kind} returned {f.rows:,} rows, expected {group.rows:,}"
+            f"{where}: floor {f.kind} returned {f.rows:,} rows, expected {group.body_rows:,}"
             for f in group.floor_runs
-            if not f.ok and group.rows is not None
+            if not f.ok and group.body_rows is not None
         )
         # The service's table read by read_table: every read whole, and equal to ADBC's where typed alike.
         found.extend(
@@ -232,7 +236,7 @@ def _levels(result: BenchResult) -> list[int]:
 
 def _identity(s: dict[str, Any]) -> tuple[Any, ...]:
     """What tells a group's summary from the others of its size and link."""
-    return (s["endpoint"], s["format"], s["coding"], s["page_size"], s.get("snapshot", "on"))
+    return (s["endpoint"], s["format"], s["coding"], s["page_size"], s.get("snapshot", "on"), s.get("filter"))
 
 
 def main_page_size(page_sizes: list[int | None], default: int | None) -> int | None:
@@ -249,8 +253,10 @@ def _scope_headline(
     """The headline figures of one size over one link (or loopback)."""
     page = main_page_size([s["page_size"] for s in summaries if s["endpoint"] == "chunked"], default_page)
 
-    def find(endpoint: str, fmt: str, coding: str = "identity", snapshot: str = "on") -> dict[str, Any] | None:
-        wanted = (endpoint, fmt, coding, page if endpoint == "chunked" else None, snapshot)
+    def find(
+        endpoint: str, fmt: str, coding: str = "identity", snapshot: str = "on", where: str | None = None
+    ) -> dict[str, Any] | None:
+        wanted = (endpoint, fmt, coding, page if endpoint == "chunked" else None, snapshot, where)
         return next((s for s in summaries if _identity(s) == wanted), None)
 
     def level(summary: dict[str, Any] | None, clients: int | None) -> dict[str, Any] | None:
@@ -333,6 +339,25 @@ def _scope_headline(
             "rss_growth_mb_per_request_max": None if rss_with is None else rss_with / MB,
             "rss_growth_mb_per_request_max_snapshot_off": None if rss_without is None else rss_without / MB,
         }
+    # Each filter (--filter): /chunked NDJSON's total against the unfiltered export's and against its own
+    # floor (PostgreSQL's COPY of the rows it keeps), and its first byte (one client, medians).
+    for where in dict.fromkeys(s.get("filter") for s in summaries if s.get("filter") is not None):
+        kept = find("chunked", "ndjson", where=where)
+        if kept is None:
+            continue
+        kept_one = level(kept, 1)
+        figures.setdefault("chunked_ndjson_filters", []).append(
+            {
+                "filter": where,
+                "rows": kept["kept_rows"],
+                "total_over_unfiltered": over(median(kept_one, "total_ms"), median(one, "total_ms")),
+                "total_over_floor": kept["floor_ratio"],
+                # Each ÷ its own floor, run alternately with it: what the machine's load did between the two
+                # groups cancels out (for a filter that keeps every row, the two floors are the same COPY).
+                "floor_ratio_over_unfiltered": over(kept["floor_ratio"], chunked["floor_ratio"] if chunked else None),
+                "first_byte_ms_1_client_median": median(kept_one, "first_byte_ms"),
+            }
+        )
     # Per coding: the total against identity's (the same endpoint, one client, medians), and what the
     # compressed streams cost the server.
     for coding in codings:

@@ -243,9 +243,13 @@ class PageDecoder:
             aggregates.append(func.string_agg(literal_column(sql), ordered))
         return select(cast(func.count(), Integer), *aggregates).select_from(page)
 
-    def cursor_query(self, served: Table) -> Select:
-        """Every row's streams, a row each: what a cursor over a relation without a key fetches."""
-        page = self._rows(served).subquery("page")
+    def cursor_query(self, served: Table, where: str | None = None) -> Select:
+        """Every row's streams (of the rows `where` keeps), a row each: what a cursor over a relation without
+        a key fetches."""
+        rows = self._rows(served)
+        if where is not None:
+            rows = rows.where(literal_column(where))
+        page = rows.subquery("page")
         # A row's text as its bytes (asyncpg would hand text over as str).
         pairs = zip(self.streams, self.texts, strict=True)
         streams = (f"textsend({sql})" if as_text else sql for sql, as_text in pairs)
@@ -325,6 +329,6 @@ def layout(served: Table, columns: tuple[str, ...]) -> Layout:
         whole_pages=True,
         page_bytes=decoder.page_bytes,
         rows=decoder.rows,
-        cursor_query=lambda: decoder.cursor_query(served),
+        cursor_query=lambda where: decoder.cursor_query(served, where),
         cursor_page=decoder.cursor_page,
     )

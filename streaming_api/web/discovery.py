@@ -16,11 +16,13 @@ from aiohttp import web
 
 from .. import __version__
 from ..db.catalog import Table
+from ..db.filters import OPERATORS
 from ..export.formats import FORMATS
 from ..export.values import json_schema
 from ..links import LINK_PARAMETER
 from .keys import CATALOG, GRANT, SETTINGS
 from .middleware.auth import requires_token
+from .replies import RESERVED
 
 ENDPOINTS = ("chunked", "standard")
 
@@ -109,6 +111,14 @@ def _parameters(endpoint: str, served: Table) -> list[dict[str, Any]]:
         parameters.append(query("after_id", "after, for a key of one integer column.", {"type": "integer"}))
     if endpoint == "chunked":
         parameters.append(query("page_size", "Rows per page (and per chunk).", {"type": "integer", "minimum": 1}))
+    for column in served.columns:
+        # A column named like a parameter is filtered in double quotes ("limit"=eq.5).
+        name = column.name if column.name not in RESERVED else '"' + column.name.replace('"', '""') + '"'
+        described = (
+            f"A filter on {column.name} ({column.declared}): [not.]operator.value, the operator one of "
+            f"{', '.join(OPERATORS)} (in.(a,b), is.null, like.a*); may be repeated, filters are ANDed."
+        )
+        parameters.append({**query(name, described, {"type": "string"}), "explode": True})
     return parameters
 
 

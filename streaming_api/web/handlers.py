@@ -15,6 +15,7 @@ from dataclasses import replace
 import asyncpg
 from aiohttp import ClientConnectionResetError, web
 
+from ..db.filters import REQUEST_ERRORS
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
 from ..db.roles import RoleRefused, as_role, check_role, refused_role
@@ -28,7 +29,7 @@ from . import problems
 from .guards import exact_rows
 from .keys import CATALOG, GRANT, LANES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
 from .middleware.auth import accepts_link
-from .replies import Reply, make_reply, resolve_after
+from .replies import Reply, make_reply, resolve_values
 from .sending import ClientGone, ClientTooSlow, abort
 from .sinks import Buffered, Streamed, content_headers, count_headers
 
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 # What PostgreSQL says when a table changed under a request planned with its old shape (a column or the
 # table dropped, a privilege revoked): read the catalog again, and let the client retry.
 SCHEMA_CHANGED = (asyncpg.UndefinedColumnError, asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError)
+# What PostgreSQL may still say of a filter once the export runs: the request's fault, a 400.
+FILTER_REFUSED = (*REQUEST_ERRORS, asyncpg.FeatureNotSupportedError)
 
 
 async def _role_checked(request: web.Request) -> str | None:
@@ -70,9 +73,9 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
     count is exact, as its GET's is (a 413 stays a 413); /chunked's is what its GET would send."""
     role = await _role_checked(request)
     lanes = as_role(request.app[LANES], role)
-    export = await resolve_after(request.app[LANES], reply.export)
-    reply = replace(reply, export=export)
     try:
+        export = await resolve_values(request.app[LANES], reply.export)
+        reply = replace(reply, export=export)
         if endpoint == "standard":
             cap = request.app[SETTINGS].standard_max_rows
             rows = await exact_rows(lanes, export, cap)
@@ -85,9 +88,11 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
         raise problems.unavailable(exc) from None
     except asyncpg.PostgresError as exc:
         refusal = _refused_to_role(role, exc, reply)
-        if refusal is None:
-            raise
-        raise refusal from None
+        if refusal is not None:
+            raise refusal from None
+        if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+            raise problems.filter_refused(exc, reply.export.filter_parameters) from None
+        raise
     response = web.StreamResponse()
     content_headers(response, reply)
     count_headers(response, counted)
@@ -121,8 +126,8 @@ async def _send_export(
     try:
         async with deadline:
             role = await _role_checked(request)
-            # A resume's key values, read by PostgreSQL as the key's types (a 400 if they are not).
-            reply = replace(reply, export=await resolve_after(request.app[LANES], reply.export))
+            # A resume's key values and the filters', read by PostgreSQL as their types (a 400 if they are not).
+            reply = replace(reply, export=await resolve_values(request.app[LANES], reply.export))
             for attempt, source in enumerate(candidates):
                 assert source.lanes is not None
                 timing.source = source.label
@@ -167,6 +172,8 @@ async def _send_export(
                 raise problems.unavailable(exc) from None
             if isinstance(exc, SCHEMA_CHANGED):
                 raise problems.table_changed(reply.export.table.qualified) from None
+            if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+                raise problems.filter_refused(exc, reply.export.filter_parameters) from None
             raise
         # Headers are out: the only honest signal left is to cut the connection (no final chunk).
         timing.outcome = "aborted"
@@ -226,7 +233,8 @@ async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Stre
     """The export itself: where /standard and /chunked part ways is the sink, what it does with each chunk."""
     await sink.before_export()
     key_range = reply.export.table.key_range
-    chunks = encoded_chunks(lanes, reply.export, request[TIMING], None if key_range is None else key_range[0])
+    smallest = None if key_range is None else key_range[0]
+    chunks = encoded_chunks(lanes, reply.export, request[TIMING], smallest, sink.counting)
     async with contextlib.aclosing(chunks):
         async for chunk in chunks:
             await sink.take(chunk)

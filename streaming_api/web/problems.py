@@ -36,7 +36,15 @@ def json_error(
 
 
 def bad_parameter(exc: BadParameter) -> web.HTTPException:
-    return json_error(web.HTTPBadRequest, "bad_parameter", str(exc), parameter=exc.name)
+    return json_error(web.HTTPBadRequest, "bad_parameter", str(exc), parameter=exc.name, **exc.extra)
+
+
+def filter_refused(exc: BaseException, parameters: list[str]) -> web.HTTPException:
+    """PostgreSQL refused a filter when the export ran (its values and operators were checked before: this is
+    what a check cannot foresee, such as ILIKE on a nondeterministic collation)."""
+    log.info("PostgreSQL refused a filter: %s", type(exc).__name__)
+    detail = f"PostgreSQL refused the filters ({', '.join(parameters)}): {str(exc).splitlines()[0][:300]}"
+    return json_error(web.HTTPBadRequest, "bad_filter", detail, parameters=parameters)
 
 
 def not_acceptable(accept: str | None) -> web.HTTPException:

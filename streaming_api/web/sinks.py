@@ -20,7 +20,7 @@ from ..export.count import RowCount
 from ..export.pages import Chunk
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import SETTINGS, TIMING
+from .keys import LANES, SETTINGS, TIMING
 from .replies import Reply, content_disposition
 from .sending import send_within
 
@@ -85,11 +85,16 @@ class Buffered:
         self._bytes = 0
         self._rows = 0
 
+    # No row estimate is made beside a /standard export (its count comes with its body).
+    counting = None
+
     async def before_export(self) -> None:
         """Refuse before running it an export over the row cap: counted (up to the cap) only where the
         table's figures say it may be; the cap also holds as the rows come (the COPY asks for one more)."""
         cap = self.request.app[SETTINGS].standard_max_rows
-        if count.estimate(self.export).rows > cap and await rows_exceed(self.lanes, self.export, cap):
+        # Filtered: the catalog knows nothing of the filter, the planner estimates what it keeps.
+        figures = await count.planned(self.lanes, self.export) if self.export.filters else count.estimate(self.export)
+        if figures.rows > cap and await rows_exceed(self.lanes, self.export, cap):
             raise problems.too_many_rows(self.request, cap)
 
     async def take(self, chunk: Chunk) -> None:
@@ -145,16 +150,31 @@ class Streamed:
     async def before_export(self) -> None:
         # Counted beside the first page, on a connection of its own. Not under a role: the catalog's figures
         # are the whole table's, and a count under row-level security can take as long as the rows (a
-        # policy the planner misjudges), holding the snapshot's first statement, so the first byte.
-        if role_of(self.lanes) is None:
-            self._count = start_counting(self.reply, self.lanes)
+        # policy the planner misjudges), holding the snapshot's first statement, so the first byte. A
+        # filtered export's count is an EXPLAIN, which reads no snapshot: straight to PostgreSQL it runs on
+        # the shared lanes, never first on the snapshot's holder, where the first page runs (behind a
+        # pooler, the export's one connection).
+        if role_of(self.lanes) is not None:
+            return
+        plain = self.request.app[LANES]
+        lanes = plain if self.export.filters and plain.unit_begin is None else self.lanes
+        self._count = start_counting(self.reply, lanes)
+
+    @property
+    def counting(self) -> asyncio.Task[RowCount] | None:
+        """The row count being made beside the first page (once before_export has started it)."""
+        return self._count
 
     async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it. None under a role (no count was started)."""
+        first byte never waits for a count. A filtered export's is the planner's estimate, waited for (an
+        EXPLAIN, which reads no row: the catalog's figures know nothing of the filter). None under a role
+        (no count was started)."""
         if self._count is None:
             return None
         try:
+            if self.export.filters:
+                return await asyncio.shield(self._count)
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
         except (TimeoutError, *DB_ERRORS):
             self._count.cancel()
