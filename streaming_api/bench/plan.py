@@ -8,6 +8,8 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
+
 from ..settings import Settings
 from .coding import IDENTITY
 from .filtering import encoded
@@ -143,3 +145,22 @@ def describe_options(options: Options, floor: bool) -> dict:
         "timeout_s": o.timeout,
         "floor": floor,
     }
+
+
+# A level is skipped when its bodies (client) and, for /standard, the server's copies would need more.
+MEMORY_BUDGET_SHARE = 0.6
+# /standard holds about this many copies of its body at its peak (pages, joined body, send buffer).
+STANDARD_BODY_COPIES = 3
+
+
+def too_big(server_copies: bool, concurrency: int, body_bytes: int) -> str | None:
+    """Why a level would not fit in memory (None when it does): `concurrency` bodies of `body_bytes` in the
+    client, and with `server_copies` (a /standard the bench's own server runs) the server's copies too."""
+    need = concurrency * body_bytes * (1 + (STANDARD_BODY_COPIES if server_copies else 0))
+    available = psutil.virtual_memory().available
+    if need > MEMORY_BUDGET_SHARE * available:
+        return (
+            f"{concurrency} bodies of {body_bytes / 1e6:,.0f} MB need about {need / 1e9:,.1f} GB "
+            f"and {available / 1e9:,.1f} GB of memory is available"
+        )
+    return None

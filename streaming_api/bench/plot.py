@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .stats import main_page_size
+from .headline import main_page_size
 
 COLORS = {"chunked": "#1f77b4", "standard": "#d62728"}
 ENDPOINTS = ("standard", "chunked")

@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .headline import main_page_size
 from .plot import COLORS, ENDPOINTS, _median_run, _pick, _thousands
-from .stats import main_page_size
 
 STYLES = {"identity": "-", "zstd": "--", "gzip": ":"}
 

@@ -15,7 +15,6 @@ import datetime as dt
 import os
 
 import asyncpg
-import psutil
 
 from ..db.database import Database
 from ..settings import Settings
@@ -26,7 +25,7 @@ from .direct import DirectReaders
 from .link import Built, RelayProcess, link_up
 from .linkspec import LinkSpec
 from .meters import CpuMeter, RunMeters, rss_figures
-from .plan import Group, describe_options, describe_server, groups, guards, server_settings
+from .plan import Group, describe_options, describe_server, groups, guards, server_settings, too_big
 from .probe import metrics_delta
 from .progress import Progress
 from .reads import TableReads, direct_readers
@@ -36,11 +35,6 @@ from .stats import MB
 from .subject import Subject, from_catalog, from_server
 from .verify import Verifier, evaluate
 from .wire import Received, Target, fetch_together
-
-# A level is skipped when its bodies (client) and, for /standard, the server's copies would need more.
-MEMORY_BUDGET_SHARE = 0.6
-# /standard holds about this many copies of its body at its peak (pages, joined body, send buffer).
-STANDARD_BODY_COPIES = 3
 
 
 class Runner:
@@ -267,7 +261,7 @@ class Runner:
         if 1 not in levels and floor:
             await self._floor_runs(group, limit, self.options.repeat)
         for concurrency in levels:
-            reason = self._too_big(group.endpoint, concurrency, body_bytes)
+            reason = too_big(self.owned and group.endpoint == "standard", concurrency, body_bytes)
             if reason:
                 group.skipped.append({"concurrency": concurrency, "reason": reason})
                 self.result.notes.append(f"{label} {group.rows or '?'} rows ×{concurrency} skipped: {reason}")
@@ -306,16 +300,6 @@ class Runner:
         postgres = self._postgres_meter()
         where = (target.url + spec.resource, target.token, limit, spec.page_size)
         return TableReads(self.direct, self.subject.table, *where, server.pid if server else None, postgres)
-
-    def _too_big(self, endpoint: str, concurrency: int, body_bytes: int) -> str | None:
-        need = concurrency * body_bytes * (1 + (STANDARD_BODY_COPIES if self.owned and endpoint == "standard" else 0))
-        available = psutil.virtual_memory().available
-        if need > MEMORY_BUDGET_SHARE * available:
-            return (
-                f"{concurrency} bodies of {body_bytes / 1e6:,.0f} MB need about {need / 1e9:,.1f} GB "
-                f"and {available / 1e9:,.1f} GB of memory is available"
-            )
-        return None
 
     # --- the floor --------------------------------------------------------------------------------
 

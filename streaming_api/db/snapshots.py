@@ -135,12 +135,12 @@ class Snapshots:
         new backend's caches (its first statements on a table take milliseconds more, so a new connection
         runs the latest first statement once, its output dropped). Done after an export's first page, never
         beside it: nothing competes with a first page."""
-        wanted = min(self._peak, self._limit - len(self._active) - self._opening)
-        while self.held + wanted > self._limit and self._graced:
-            await self.make_room()
+        # Within the room left: a snapshot kept for a resume is let go for an export that needs its room,
+        # never ahead of one.
+        wanted = min(self._peak, self._limit - self.held)
         taken: list[asyncpg.Connection] = []
         try:
-            for _ in range(min(wanted, self._limit - self.held)):
+            for _ in range(max(0, wanted)):
                 taken.append(await pool.acquire())
             for conn in taken:
                 pid = conn.get_server_pid()
