@@ -44,6 +44,11 @@ ROWS = 500_000
 PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 
+# /chunked Arrow rows per page (one record batch) when the request has no page_size, fewer where that
+# would pass about PAGE_BYTES / 16 (512 KB): Arrow's rows cost a tenth of text's to send, its pages as much,
+# so bigger pages bring it near a direct connection's speed (docs/results.md).
+ARROW_PAGE_SIZE = 10_000
+
 # /chunked's first page is the next this-many ids (0: page_size), so the first bytes leave sooner: a
 # 100-row page takes PostgreSQL a tenth of the time, which matters most under load; and as an id range it
 # needs no plan before it. At most this many rows, fewer where the ids have gaps.
@@ -80,6 +85,16 @@ JWT_LEEWAY = 30
 
 # Lifetime of the tokens `run.py token` and the start-up banner mint, in seconds.
 TOKEN_TTL = 3600
+
+# What a token without a `tables` claim may read: patterns as in TABLES. "*.*" is every served table;
+# () is nothing, so that every token must say what it reads (run.py token --tables orders,points).
+# A table served but not granted is a 403; docs/grants.md.
+DEFAULT_GRANT = ("*.*",)
+
+# Run each request as the PostgreSQL role its token's `role` claim names (SET LOCAL ROLE in every
+# transaction), so the database's own GRANTs and row-level security policies decide what it reads. The
+# service's login must be a member of each such role. False: a token that names a role is refused (403).
+TOKEN_ROLES = False
 
 # DEBUG, INFO, WARNING or ERROR. INFO writes one access-log line per request with its timings.
 LOG_LEVEL = "INFO"

@@ -47,8 +47,7 @@ class Settings:
     # Where to listen. 127.0.0.1 keeps the service on this machine unless asked otherwise.
     host: str = "127.0.0.1"
     port: int = 8080
-    # Server processes sharing the port (SO_REUSEPORT: the kernel spreads connections); 0 or "auto": one
-    # per core. The embedded database is started once, for all of them.
+    # Server processes sharing the port (SO_REUSEPORT spreads connections); 0 or "auto": one per core.
     workers: int = 1
     # postgresql://user:pass@host:port/db; None starts the embedded PostgreSQL under data_dir.
     database_url: str | None = None
@@ -60,14 +59,15 @@ class Settings:
     # The tables and views served: names and patterns (psql's rules: schema.name, "Quoted" keeps case and
     # dots, * and ? are wildcards). The first, when it names one table, is what the bare /chunked serves.
     tables: tuple[str, ...] = ("points",)
-    # How often the served tables are read again from the catalog (new columns, new tables), in seconds;
-    # 0: only at start-up.
+    # How often the served tables are read again from the catalog (new columns, new tables), in s; 0: at start.
     catalog_refresh: float = 10.0
     # Rows the embedded database's demo table gets on its first start, and `seed`'s default.
     rows: int = 500_000
     # /chunked rows per page (and per chunk) when the request has no page_size.
     page_size: int = 1000
     max_page_size: int = 10_000
+    # /chunked Arrow rows a page (a batch) without page_size, at most max_page_size: pages cost, Arrow's rows little.
+    arrow_page_size: int = 10_000
     # /chunked's first page holds at most this many rows (0: page_size), so the first bytes leave sooner.
     first_page_size: int = 100
     # About the most bytes a /chunked page holds: where rows are wide, a page holds fewer rows than page_size.
@@ -87,6 +87,10 @@ class Settings:
     jwt_leeway: int = 30
     # Lifetime of tokens minted by `run.py token` and the start-up banner, in seconds.
     token_ttl: int = 3600
+    # What a token without a `tables` claim may read (patterns as in tables; "*.*": all; empty: nothing).
+    default_grant: tuple[str, ...] = ("*.*",)
+    # Run a request as the PostgreSQL role its token's `role` claim names (off: such a token gets a 403).
+    token_roles: bool = False
     log_level: str = "INFO"
     # /standard builds whole bodies in memory: at most this many at once, the rest get 503 at once.
     standard_max_concurrency: int = 2
@@ -97,8 +101,7 @@ class Settings:
     snapshots: bool = True
     snapshot_grace: float = 60.0
     max_snapshots: int = 32
-    # /standard answers 413 (pointing to /chunked) when a request would return more rows than this, or a
-    # body of more bytes than this.
+    # /standard answers 413 (pointing to /chunked) for more rows than this, or a body of more bytes.
     standard_max_rows: int = 1_000_000
     standard_max_bytes: int = 256 << 20
     # PostgreSQL statement_timeout for every query the service runs, in seconds.
@@ -160,10 +163,6 @@ class Settings:
         return build(merged)
 
 
-def _hints() -> dict[str, Any]:
-    return get_type_hints(Settings)
-
-
 def _coerce(name: str, hint: Any, raw: Any) -> Any:
     """Turn a value from settings.py or the environment into the setting's type, or raise SettingsError."""
     if name == "workers" and isinstance(raw, str) and raw.strip().lower() == "auto":
@@ -216,10 +215,11 @@ def _validate(s: Settings) -> None:
         raise bad("rows", "must be >= 0")
     if not s.tables:
         raise bad("tables", "names no table (the default is points)")
-    try:
-        parse_patterns(s.tables)
-    except BadName as exc:
-        raise SettingsError(f"setting tables: {exc}") from None
+    for name in ("tables", "default_grant"):
+        try:
+            parse_patterns(getattr(s, name))
+        except BadName as exc:
+            raise SettingsError(f"setting {name}: {exc}") from None
     if not 0 <= s.catalog_refresh <= 86_400:
         raise bad("catalog_refresh", "must be 0..86,400 seconds (0: read the catalog at start-up only)")
     if not 0 <= s.snapshot_grace <= 86_400:
@@ -232,10 +232,11 @@ def _validate(s: Settings) -> None:
         raise bad("standard_max_bytes", "must be 1..1,073,741,824 (PostgreSQL makes no value over 1 GB)")
     if not 1 <= s.max_page_size <= 1_000_000:
         raise bad("max_page_size", "must be 1..1,000,000")
-    if not 1 <= s.page_size <= s.max_page_size:
-        raise bad("page_size", f"must be 1..max_page_size ({s.max_page_size})")
-    if not 0 <= s.first_page_size <= s.max_page_size:
-        raise bad("first_page_size", f"must be 0..max_page_size ({s.max_page_size})")
+    for name, least in (("page_size", 1), ("first_page_size", 0)):
+        if not least <= getattr(s, name) <= s.max_page_size:
+            raise bad(name, f"must be {least}..max_page_size ({s.max_page_size})")
+    if s.arrow_page_size < 1:
+        raise bad("arrow_page_size", "must be 1 or more (max_page_size caps it)")
     if s.pool_min_size < 0 or s.pool_max_size < 1 or s.pool_min_size > s.pool_max_size:
         raise bad("pool_max_size", "needs 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1")
     if s.database_url is not None and not s.database_url.startswith(("postgresql://", "postgres://")):
@@ -318,7 +319,7 @@ def _parses(url: str) -> bool:
 
 def build(values: Mapping[str, Any]) -> Settings:
     """Settings from a mapping of raw values (unknown names are an error), validated."""
-    hints = _hints()
+    hints = get_type_hints(Settings)
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -369,10 +370,6 @@ def _warn_about_unknown_variables(environ: Mapping[str, str], warn: Warn) -> Non
             warn(f"environment variable {name} is not a setting and is ignored{hint}")
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, SettingsWarning, stacklevel=3)
-
-
 def load(
     settings_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -383,7 +380,7 @@ def load(
     """Defaults, then settings.py (UPPER_CASE names), then the environment, then explicit overrides.
 
     A name that looks meant as a setting but is not one is reported to on_warning (default: warnings.warn)."""
-    warn = on_warning or _warn
+    warn = on_warning or (lambda message: warnings.warn(message, SettingsWarning, stacklevel=3))
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     path = settings_file if settings_file is not None else PROJECT_ROOT / "settings.py"

@@ -9,6 +9,7 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ MAX_TOKEN_BYTES = 8192
 # HS* secrets: at least this long (RFC 7518: a key as long as the hash); a generated one is this much randomness.
 MIN_SECRET_BYTES = 32
 GENERATED_SECRET_BYTES = 32
+# The claim a link's signature carries (links.py): never accepted as a token in a header.
+LINK_CLAIM = "link"
 # The file as older versions wrote it: 32 random bytes as hex, the key being the bytes (see _former_key).
 FORMER_SECRET = re.compile(r"[0-9a-f]{64}")
 
@@ -102,11 +105,12 @@ def load_keys(settings: Settings) -> Keys:
     )
 
 
-def mint_token(keys: Keys, subject: str = "cli", ttl: int = 3600) -> str:
+def mint_token(keys: Keys, subject: str = "cli", ttl: int = 3600, extra: Mapping[str, Any] | None = None) -> str:
+    """A token for `ttl` seconds; `extra`: more claims (a grant's tables and role, a link's target)."""
     if keys.signing_key is None:
         raise RuntimeError("no signing key: set jwt_private_key_file to mint RS*/ES* tokens")
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + ttl}
+    claims: dict[str, Any] = {**(extra or {}), "sub": subject, "iat": now, "nbf": now, "exp": now + ttl}
     if keys.audience:
         claims["aud"] = keys.audience
     if keys.issuer:
@@ -147,6 +151,16 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
     token = token.strip()
     if not token:
         raise AuthError("empty token")
+    claims = decode(keys, token)
+    if LINK_CLAIM in claims:
+        # A link's signature opens one export: lifted into a header it must open nothing else.
+        raise AuthError("a link's signature is not a token: it works only in the link it came with")
+    return claims
+
+
+def decode(keys: Keys, token: str, require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The claims of a token or a link's signature, or AuthError saying what is wrong (exp is always
+    required, and the claims in `require`)."""
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError(f"token longer than {MAX_TOKEN_BYTES} bytes")
     if not _TOKEN_CHARS.fullmatch(token):
@@ -154,12 +168,12 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
         raise AuthError("malformed token")
     try:
         try:
-            return _decode(keys, token, keys.verify_key)
+            return _decode(keys, token, keys.verify_key, require)
         except jwt.InvalidSignatureError:
             if keys.former_verify_key is None:
                 raise
             # Signed before the upgrade with the former key of the same secret file: still good until it expires.
-            return _decode(keys, token, keys.former_verify_key)
+            return _decode(keys, token, keys.former_verify_key, require)
     except jwt.MissingRequiredClaimError as exc:
         # exp is always required, aud and iss when configured: name the one that is missing.
         raise AuthError(f"token lacks the required claim {exc.claim}") from None
@@ -172,7 +186,7 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
         raise AuthError("malformed token") from None
 
 
-def _decode(keys: Keys, token: str, key: Any) -> dict[str, Any]:
+def _decode(keys: Keys, token: str, key: Any, require: tuple[str, ...]) -> dict[str, Any]:
     return jwt.decode(
         token,
         key,
@@ -180,5 +194,5 @@ def _decode(keys: Keys, token: str, key: Any) -> dict[str, Any]:
         audience=keys.audience,
         issuer=keys.issuer,
         leeway=keys.leeway,
-        options={"require": ["exp"]},
+        options={"require": ["exp", *require]},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,9 +21,10 @@ from streaming_api.db.database import Database
 from streaming_api.settings import Settings
 from streaming_api.tokens import load_keys, mint_token
 from streaming_api.web.app import create_app
-from tests.support import corpus
+from tests.support import corpus, filtered
+from tests.support import grants as grants_support
 from tests.support import pgbouncer as pgbouncer_support
-from tests.support.pg import BIG_ROWS, ROWS, big_database_url, fetch_rows
+from tests.support.pg import BIG_ROWS, ROWS, big_database_url, create_scratch_database, fetch_rows
 from tests.support.pgbouncer import PgBouncer
 from tests.support.relay import CuttingRelay, MakeRelay
 from tests.support.scratch import scratch_directory
@@ -83,6 +84,25 @@ def standby(database_url: str, big_url: str) -> Iterator[Standby]:
 
 
 @pytest.fixture(scope="session")
+def grants_url(database_url: str) -> str:
+    """A database of its own for grants and roles (tests/support/grants.py), as its login (not a superuser)
+    connects to it."""
+    return asyncio.run(grants_support.make(database_url))
+
+
+@pytest.fixture
+def grants_settings(settings: Settings, grants_url: str) -> Settings:
+    """The service over the grants database, as its own login, with token roles on."""
+    return settings.replace(database_url=grants_url, tables=grants_support.TABLES, token_roles=True)
+
+
+@pytest.fixture
+def mint(settings: Settings) -> Callable[..., str]:
+    """A token with the claims given (tables=[...], role=...)."""
+    return lambda **claims: mint_token(load_keys(settings), subject="test", ttl=600, extra=claims)
+
+
+@pytest.fixture(scope="session")
 def corpus_url(database_url: str) -> str:
     """A database of its own holding the type corpus (tests/support/corpus.py), with odd output settings."""
     return asyncio.run(corpus.database(database_url, "streaming_api_corpus", odd=True))
@@ -92,6 +112,28 @@ def corpus_url(database_url: str) -> str:
 def corpus_rows(corpus_url: str) -> list[dict]:
     """The corpus's rows as the database gives them, typed by asyncpg."""
     return asyncio.run(corpus.database_values(corpus_url))
+
+
+@pytest.fixture(scope="session")
+def filtered_url(database_url: str) -> str:
+    """A database of its own holding the filter tests' tables, canary and audit (tests/support/filtered.py)."""
+    url = asyncio.run(create_scratch_database(database_url, "filtered"))
+    asyncio.run(filtered.make(url))
+    return url
+
+
+@pytest.fixture
+def filtered_settings(settings: Settings, filtered_url: str) -> Settings:
+    """The service over the filter tests' tables, in pages of 7 rows (a first of 3): an export of a few
+    hundred rows takes dozens of pages and more than one plan."""
+    return settings.replace(
+        database_url=filtered_url, tables=filtered.TABLES, page_size=7, first_page_size=3, standard_max_rows=5000
+    )
+
+
+@pytest.fixture
+async def filtered_client(aiohttp_client, filtered_settings: Settings) -> AsyncIterator[TestClient]:
+    yield await aiohttp_client(create_app(filtered_settings))
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +194,19 @@ async def make_relay(server: TestServer) -> AsyncIterator[MakeRelay]:
     yield make
     for relay in relays:
         await relay.close()
+
+
+@pytest.fixture(scope="module")
+def grants_pgbouncer(grants_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """A stock PgBouncer in transaction pooling mode in front of the grants database, logging in as the
+    service's own login, with ONE server connection: every client's transactions share it."""
+    if not pgbouncer_support.available():
+        pytest.skip("pgbouncer is not installed (.ci/run installs Debian's package)")
+    bouncer = PgBouncer(grants_url, tmp_path_factory.mktemp("grants_pgbouncer"), pool_size=1).start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture

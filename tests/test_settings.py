@@ -93,6 +93,7 @@ BAD_ENVIRONMENT = [
     ("STREAMING_API_PORT", "70000", "port"),
     ("STREAMING_API_PAGE_SIZE", "0", "page_size"),
     ("STREAMING_API_PAGE_SIZE", "20000", "page_size"),
+    ("STREAMING_API_ARROW_PAGE_SIZE", "0", "arrow_page_size"),
     ("STREAMING_API_JWT_ALGORITHMS", "none", "jwt_algorithms"),
     ("STREAMING_API_JWT_ALGORITHMS", "HS256,RS256", "jwt_algorithms"),
     ("STREAMING_API_JWT_SECRET", "too-short", "jwt_secret"),

@@ -17,6 +17,8 @@ REQUEST_SECONDS = {
     "text": {"standard": 0.34, "chunked": 0.4, "floor": 0.24},
     "arrow": {"standard": 0.3, "chunked": 0.3, "floor": 0.15},
 }
+# Arrow's reads into a pyarrow.Table beside its runs (bench.reads): ADBC's and read_table's, together.
+TABLE_READS_SECONDS = 0.7
 # Several clients together finish this many times faster than one after another (aggregate ÷ one client).
 SHARED_SPEED_UP = 1.25
 SERVER_START_SECONDS = 1.5
@@ -54,6 +56,8 @@ def estimate_seconds(options: Options) -> float:
                     request = max(request, wire / (link.rate_bytes_per_s * LINK_EFFICIENCY)) + link.rtt_ms / 1000
                     total += RELAY_START_SECONDS
                 floor = times["floor"] * scale if group.with_floor else 0.0
+                if group.reads_tables and 1 in options.concurrency:
+                    total += (options.repeat + 1) * TABLE_READS_SECONDS * scale
                 total += _group_seconds(options, request, floor, owned)
     return total
 

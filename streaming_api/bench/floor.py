@@ -3,7 +3,7 @@
 `COPY (the same query) TO STDOUT` as CSV (the floor of csv and text), as one row_to_json per line
 (the floor of ndjson and json; fixed, whatever rendering the service uses), and in PostgreSQL's binary
 format (the floor of arrow: typed values, nothing rendered as text). The query is the one /standard
-runs: the table's rows in key order, with the request's limit if any.
+runs: the table's rows in key order (those a group's filter keeps), with the request's limit if any.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ class FloorRun:
     client_cpu_s: float
 
 
-def floor_query(kind: str, served: Table, limit: int | None = None) -> str:
-    """The COPY source query for one floor: every column of the table, in key order."""
+def floor_query(kind: str, served: Table, limit: int | None = None, where: str | None = None) -> str:
+    """The COPY source query for one floor: every column of the table (of the rows `where` keeps: a
+    filtered group's condition, as a page writes it), in key order."""
     clause = table_clause(served)
     rows = select(*(clause.c[name] for name in served.names)).select_from(clause)
+    if where is not None:
+        rows = rows.where(literal_column(where))
     if served.key:
         rows = rows.order_by(*(clause.c[name] for name in served.key))
     if limit is not None:
@@ -61,8 +64,10 @@ async def connect(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url, server_settings=settings)
 
 
-async def measure_floor(conn: asyncpg.Connection, kind: str, served: Table, limit: int | None = None) -> FloorRun:
-    sql = floor_query(kind, served, limit)
+async def measure_floor(
+    conn: asyncpg.Connection, kind: str, served: Table, limit: int | None = None, where: str | None = None
+) -> FloorRun:
+    sql = floor_query(kind, served, limit, where)
     args: list = []
     received = 0
     first_at: float | None = None

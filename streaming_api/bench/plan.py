@@ -3,12 +3,16 @@ and the settings the bench's own server runs with to carry it out."""
 
 from __future__ import annotations
 
+import itertools
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
+
 from ..settings import Settings
 from .coding import IDENTITY
+from .filtering import encoded
 from .results import Options
 
 # The codings a server may be told to offer, in the order it prefers them.
@@ -27,19 +31,34 @@ class Group:
     table: str | None = None
     # "off": /chunked?snapshot=off, each page reading the database as it is then (db.snapshots).
     snapshot: str = "on"
+    # Filters as a query (--filter, bench.filtering): value=gte.0&id=lt.1000; None: every row.
+    filter: str | None = None
 
-    def path(self, limit: int | None) -> str:
+    @property
+    def resource(self) -> str:
+        """The path without its query: /chunked, or /chunked/NAME."""
         path = f"/{self.endpoint}"
         if self.table is not None:
             path += "/" + urllib.parse.quote(self.table, safe="")
-        path += f"?format={self.format}"
+        return path
+
+    def path(self, limit: int | None) -> str:
+        path = f"{self.resource}?format={self.format}"
         if self.page_size is not None:
             path += f"&page_size={self.page_size}"
         if self.snapshot == "off":
             path += "&snapshot=off"
         if limit is not None:
             path += f"&limit={limit}"
+        if self.filter is not None:
+            path += "&" + encoded(self.filter)
         return path
+
+    @property
+    def reads_tables(self) -> bool:
+        """Arrow's plain groups (no filter) also read their rows into a pyarrow.Table: through read_table, and
+        directly (bench.direct)."""
+        return self.format == "arrow" and self.with_floor and self.snapshot == "on" and self.filter is None
 
     @property
     def with_floor(self) -> bool:
@@ -55,24 +74,23 @@ class Group:
             parts.append(f"page {self.page_size:,}")
         if self.snapshot == "off":
             parts.append("snapshot off")
+        if self.filter is not None:
+            parts.append(f"filter {self.filter}")
         return " ".join(parts)
 
 
 def groups(options: Options, rows: int | None, table: str | None = None) -> Iterator[Group]:
-    """Every group of one size, in the order they run: format, endpoint, coding (identity first: the coded
-    bodies are compared with its body), page size and snapshot (for /chunked only)."""
+    """Every group of one size, in the order they run: format, endpoint, filter, coding (identity first: the
+    coded bodies are compared with its body), page size and snapshot (for /chunked only)."""
     codings = sorted(options.encodings, key=lambda c: c != IDENTITY)
-    for fmt in options.formats:
-        for endpoint in options.endpoints:
-            pages: tuple[int | None, ...] = (None,)
-            snapshots: tuple[str, ...] = ("on",)
-            if endpoint == "chunked":
-                pages = options.page_sizes or pages
-                snapshots = options.snapshots
-            for coding in codings:
-                for page_size in pages:
-                    for snapshot in snapshots:
-                        yield Group(rows, fmt, endpoint, coding, page_size, table, snapshot)
+    for fmt, endpoint, where in itertools.product(options.formats, options.endpoints, options.filters):
+        pages: tuple[int | None, ...] = (None,)
+        snapshots: tuple[str, ...] = ("on",)
+        if endpoint == "chunked":
+            pages = options.page_sizes or pages
+            snapshots = options.snapshots
+        for coding, page_size, snapshot in itertools.product(codings, pages, snapshots):
+            yield Group(rows, fmt, endpoint, coding, page_size, table, snapshot, where)
 
 
 def guards(options: Options) -> dict[str, object]:
@@ -120,9 +138,29 @@ def describe_options(options: Options, floor: bool) -> dict:
         "encodings": list(o.encodings),
         "page_sizes": list(o.page_sizes) if o.page_sizes else None,
         "snapshots": list(o.snapshots),
+        "filters": list(o.filters),
         "links": [link.label if link else "loopback" for link in o.links] or None,
         "shaper": o.shaper,
         "healthz_probe": o.healthz_probe,
         "timeout_s": o.timeout,
         "floor": floor,
     }
+
+
+# A level is skipped when its bodies (client) and, for /standard, the server's copies would need more.
+MEMORY_BUDGET_SHARE = 0.6
+# /standard holds about this many copies of its body at its peak (pages, joined body, send buffer).
+STANDARD_BODY_COPIES = 3
+
+
+def too_big(server_copies: bool, concurrency: int, body_bytes: int) -> str | None:
+    """Why a level would not fit in memory (None when it does): `concurrency` bodies of `body_bytes` in the
+    client, and with `server_copies` (a /standard the bench's own server runs) the server's copies too."""
+    need = concurrency * body_bytes * (1 + (STANDARD_BODY_COPIES if server_copies else 0))
+    available = psutil.virtual_memory().available
+    if need > MEMORY_BUDGET_SHARE * available:
+        return (
+            f"{concurrency} bodies of {body_bytes / 1e6:,.0f} MB need about {need / 1e9:,.1f} GB "
+            f"and {available / 1e9:,.1f} GB of memory is available"
+        )
+    return None

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .stats import main_page_size
+from .headline import main_page_size
 
 COLORS = {"chunked": "#1f77b4", "standard": "#d62728"}
 ENDPOINTS = ("standard", "chunked")
@@ -155,6 +155,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             and g.get("coding", "identity") == first.get("coding", "identity")
             and g.get("page_size") == (page if g["endpoint"] == "chunked" else None)
             and g.get("snapshot", "on") == "on"
+            and g.get("filter") is None
         )
 
     groups = {g["endpoint"]: g for g in doc["groups"] if chosen(g)}

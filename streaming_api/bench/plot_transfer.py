@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .headline import main_page_size
 from .plot import COLORS, ENDPOINTS, _median_run, _pick, _thousands
-from .stats import main_page_size
 
 STYLES = {"identity": "-", "zstd": "--", "gzip": ":"}
 
@@ -166,6 +166,7 @@ def plot_transfer(doc: dict[str, Any], path: Path) -> None:
             for g in groups
             if g["page_size"] == (page if g["endpoint"] == "chunked" else None)
             and g.get("snapshot", "on") == "on"
+            and g.get("filter") is None
             and (run := _median_run(g)) is not None
         }
         scope = f"link {link}" if link else "loopback"

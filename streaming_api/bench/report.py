@@ -9,6 +9,7 @@ import statistics
 from typing import Any
 
 from .floor import FLOOR_LABELS
+from .report_reads import reads_headline, reads_table
 from .report_transfer import coding_headline, link_heading, transfer_table
 from .stats import MB
 from .tables import mb as _mb
@@ -24,10 +25,12 @@ def _range(spread: dict[str, float | None]) -> str:
 
 
 def _endpoint(s: dict[str, Any]) -> str:
-    """/chunked, or /chunked?page_size=100&snapshot=off when the plan sets them."""
+    """/chunked, or /chunked?page_size=100&snapshot=off&value=gte.0 when the plan sets them."""
     query = [f"page_size={s['page_size']}"] if s.get("page_size") is not None else []
     if s.get("snapshot", "on") == "off":
         query.append("snapshot=off")
+    if s.get("filter") is not None:
+        query.append(s["filter"])
     return f"/{s['endpoint']}" + ("?" + "&".join(query) if query else "")
 
 
@@ -64,14 +67,14 @@ def _header(doc: dict[str, Any]) -> list[str]:
 
 
 def _floor_table(groups: list[dict[str, Any]]) -> list[str]:
-    floors: dict[str, list[dict[str, Any]]] = {}
+    floors: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for s in groups:
         if s["floor"]:
-            floors.setdefault(s["floor"]["kind"], []).append(s["floor"])
+            floors.setdefault((s["floor"]["kind"], s.get("filter")), []).append(s["floor"])
     if not floors:
         return []
     table = []
-    for kind, found in floors.items():
+    for (kind, where), found in floors.items():
         totals = [f["total_ms"] for f in found]
         median = statistics.median(t["median"] for t in totals)
         table.append(
@@ -83,7 +86,7 @@ def _floor_table(groups: list[dict[str, Any]]) -> list[str]:
                 _num(found[0]["bytes"] / MB / (median / 1000)),
                 _num(statistics.median(f["client_cpu_s"]["median"] for f in found), 2),
                 _num(statistics.median(f["postgres_cpu_s"]["median"] or 0 for f in found), 2),
-                FLOOR_LABELS[kind],
+                FLOOR_LABELS[kind] + ("" if where is None else f" WHERE {where}"),
             ]
         )
     header = ["floor", "total (min–max)", "1st byte", "rows/s", "MB/s", "CPU s: asyncpg", "PostgreSQL", "query"]
@@ -281,6 +284,7 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     _num(arrow["rss_growth_mb_per_request_1_client_max"]),
                 ),
             ]
+        lines += reads_headline(figures)
         if "chunked_snapshot_ndjson" in figures:
             held = figures["chunked_snapshot_ndjson"]
             first_byte = held["first_byte_ms_minus_snapshot_off"]
@@ -298,6 +302,15 @@ def _headline(doc: dict[str, Any]) -> list[str]:
                     f"{_num(held['rss_growth_mb_per_request_max'])} / "
                     f"{_num(held['rss_growth_mb_per_request_max_snapshot_off'])}",
                 ),
+            ]
+        for kept in figures.get("chunked_ndjson_filters", []):
+            first_byte = kept["first_byte_ms_1_client_median"]
+            lines += [
+                (f"/chunked ndjson ?{kept['filter']} ({_num(kept['rows'], 0)} rows)", ""),
+                ("    total ÷ unfiltered total, 1 client", _num(kept["total_over_unfiltered"], 3)),
+                ("    its ÷floor ÷ the unfiltered ÷floor", _num(kept.get("floor_ratio_over_unfiltered"), 3)),
+                ("    total ÷ COPY of the same rows (its floor)", _num(kept["total_over_floor"], 3)),
+                ("    first byte, 1 client, median ms", "-" if first_byte is None else _ms(first_byte)),
             ]
         lines.extend(coding_headline(figures))
         out.extend(f"    {name:<58} {value}" for name, value in lines)
@@ -322,6 +335,11 @@ def _verdict(doc: dict[str, Any]) -> list[str]:
         f"{verification['parsed_in_full']} parsed in full, "
         f"{verification['identical_to_a_parsed_body']} byte-identical (SHA-256) to one that was.",
     ]
+    if any(s.get("filter") for s in doc["summary"]):
+        lines.append(
+            "Filtered groups: their bodies hold exactly the rows PostgreSQL counts for the filter, the key going "
+            "strictly up."
+        )
     if refused:
         lines.append(f"Refused: {refused} /standard request(s) with 413, a body too big to buffer (as it should).")
     return lines
@@ -343,6 +361,7 @@ def render(doc: dict[str, Any]) -> str:
                 out.append(link_heading(doc, link))
             out.extend(_floor_table(groups))
             out.extend(_main_table(groups))
+            out.extend(reads_table(groups))
             out.extend(transfer_table(groups))
             out.extend(_server_table(groups))
             out.extend(_healthz_table(groups))

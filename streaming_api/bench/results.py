@@ -44,6 +44,8 @@ class Options:
     page_sizes: tuple[int, ...] | None = None
     # /chunked with its snapshot ("on", the default) and without it (?snapshot=off), one group each.
     snapshots: tuple[str, ...] = ("on",)
+    # Filter queries (bench.filtering), one group each on both endpoints; None: every row (the default).
+    filters: tuple[str | None, ...] = (None,)
     # Links the client reaches the server over (bench.link), each running the whole plan; None: loopback.
     links: tuple[LinkSpec | None, ...] = ()
     # How a link is built: "auto" (tbf on a veth pair when root, else the shaping relay), "tbf", "relay".
@@ -120,6 +122,22 @@ class FloorRunResult:
 
 
 @dataclass
+class TableReadResult:
+    """One read of the group's rows into a pyarrow.Table (bench.direct): the service's through read_table, or a
+    direct connection's (adbc, connectorx)."""
+
+    reader: str
+    warmup: bool
+    total_ms: float | None
+    rows: int | None
+    client_cpu_s: float
+    server_cpu_s: float | None
+    postgres_cpu_s: float | None
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
 class GroupResult:
     rows: int | None
     format: str
@@ -131,6 +149,10 @@ class GroupResult:
     page_size: int | None = None
     # "off": /chunked?snapshot=off (its pages read the database as it is when each runs).
     snapshot: str = "on"
+    # The filters its requests carry (a query, --filter), None for every row: its floor is filtered alike;
+    # and the rows they keep, what each body holds (None: not known, then the warm-up's count).
+    filter: str | None = None
+    kept_rows: int | None = None
     # The link's label ("100mbit,20ms"), None for loopback; how it was built is in BenchResult.links.
     link: str | None = None
     floor_runs: list[FloorRunResult] = field(default_factory=list)
@@ -143,6 +165,15 @@ class GroupResult:
     # The server's refusal of the group's requests (/standard, a body too big to buffer): its error and
     # detail; the levels are then not run.
     refused: dict | None = None
+    # Format arrow, one client: the rows read into a pyarrow.Table, alternated with the runs (bench.direct).
+    table_reads: list[TableReadResult] = field(default_factory=list)
+    # read_table's table against each direct reader's: types, nullability, values (bench.direct.compare_schemas).
+    schemas: dict = field(default_factory=dict)
+
+    @property
+    def body_rows(self) -> int | None:
+        """The rows each body must hold: the size's, or those the filter keeps."""
+        return self.rows if self.filter is None else self.kept_rows
 
 
 @dataclass

@@ -15,29 +15,26 @@ import datetime as dt
 import os
 
 import asyncpg
-import psutil
 
 from ..db.database import Database
 from ..settings import Settings
 from ..tokens import load_keys, mint_token
+from . import filtering
 from . import floor as floors
+from .direct import DirectReaders
 from .link import Built, RelayProcess, link_up
 from .linkspec import LinkSpec
 from .meters import CpuMeter, RunMeters, rss_figures
-from .plan import Group, describe_options, describe_server, groups, guards, server_settings
+from .plan import Group, describe_options, describe_server, groups, guards, server_settings, too_big
 from .probe import metrics_delta
 from .progress import Progress
+from .reads import TableReads, direct_readers
 from .results import BenchResult, FloorRunResult, GroupResult, Options, RunResult, machine_info
 from .server import ServerProcess, free_port, server_environment
 from .stats import MB
 from .subject import Subject, from_catalog, from_server
 from .verify import Verifier, evaluate
 from .wire import Received, Target, fetch_together
-
-# A level is skipped when its bodies (client) and, for /standard, the server's copies would need more.
-MEMORY_BUDGET_SHARE = 0.6
-# /standard holds about this many copies of its body at its peak (pages, joined body, send buffer).
-STANDARD_BODY_COPIES = 3
 
 
 class Runner:
@@ -59,8 +56,11 @@ class Runner:
         )
         # The link the groups now run over (None: loopback).
         self.link: Built | None = None
-        # The table measured, once found (bench.subject).
+        # The table measured, once found (bench.subject); each filter's condition, for its floor.
         self.subject: Subject | None = None
+        # The direct connections Arrow is read through beside the service (bench.direct).
+        self.direct: DirectReaders | None = None
+        self.floor_where: dict[str, str | None] = {}
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -91,10 +91,15 @@ class Runner:
                 )
             if self.conn is not None:
                 self.result.machine["postgresql"] = await floors.postgres_version(self.conn)
+                if "arrow" in self.options.formats:
+                    url = self.database.url if self.database is not None else self.options.database_url
+                    self.direct = direct_readers(url, self.result.notes)
             sizes: tuple[int | None, ...] = self.options.sizes if self.owned else (self.options.rows or (None,))
             for rows in sizes:
                 await self._run_size(rows)
         finally:
+            if self.direct is not None:
+                self.direct.close()
             if self.conn is not None:
                 await self.conn.close()
             if self.database is not None:
@@ -163,8 +168,8 @@ class Runner:
         for spec in groups(self.options, rows, self.subject.name):
             group = await self._run_group(spec, limit)
             self.result.groups.append(group)
-            # Remote, whole table: the count the first verified body had stands for the rest.
-            if rows is None:
+            # Remote, whole table: the count the first verified (unfiltered) body had stands for the rest.
+            if rows is None and spec.filter is None:
                 rows = next((r.rows for run in group.runs for r in run.requests if r.verified), None)
         return rows
 
@@ -172,6 +177,11 @@ class Runner:
 
     async def _run_group(self, spec: Group, limit: int | None) -> GroupResult:
         rows = spec.rows
+        kept = None
+        if spec.filter is not None:
+            assert self.subject is not None
+            judged = await filtering.judged(self.conn, self.subject.table, spec.filter, limit)
+            self.floor_where[spec.filter], kept = judged
         group = GroupResult(
             rows,
             spec.format,
@@ -181,6 +191,8 @@ class Runner:
             coding=spec.coding,
             page_size=spec.page_size,
             snapshot=spec.snapshot,
+            filter=spec.filter,
+            kept_rows=kept,
             link=self.link.spec.label if self.link else None,
         )
         server: ServerProcess | None = None
@@ -230,7 +242,7 @@ class Runner:
         label: str,
     ) -> None:
         """targets: where the timed requests go (over the link, if any), and where the meters ask (not)."""
-        rows = group.rows
+        rows = group.body_rows
         warmup = await self._run_once(group, targets, server, 1, rows, warmup=True, label=f"{label} warm-up")
         group.runs.append(warmup)
         refused = [r for r in warmup.requests if r.refused]
@@ -241,14 +253,15 @@ class Runner:
             return
         if rows is None:
             rows = next((r.rows for r in warmup.requests if r.verified), None)
-            group.rows = rows
+            group.rows, group.kept_rows = (rows, None) if group.filter is None else (group.rows, rows)
         body_bytes = max((r.bytes for r in warmup.requests), default=0)
         levels = self.options.concurrency
         floor = spec.with_floor and self.conn is not None
+        reads = self._table_reads(spec, targets[0], server, limit) if spec.reads_tables and 1 in levels else None
         if 1 not in levels and floor:
             await self._floor_runs(group, limit, self.options.repeat)
         for concurrency in levels:
-            reason = self._too_big(group.endpoint, concurrency, body_bytes)
+            reason = too_big(self.owned and group.endpoint == "standard", concurrency, body_bytes)
             if reason:
                 group.skipped.append({"concurrency": concurrency, "reason": reason})
                 self.result.notes.append(f"{label} {group.rows or '?'} rows ×{concurrency} skipped: {reason}")
@@ -260,10 +273,16 @@ class Runner:
                     )
                 )
             elif floor:
-                group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=True))
+                group.floor_runs.append(await self._floor_run(group, limit, warmup=True))
+            if concurrency == 1 and reads is not None:
+                self.progress.stage(f"{label}: warm-up reads into a pyarrow.Table ({', '.join(reads.readers)})")
+                await reads.round(group, warmup=True)
             for repeat in range(self.options.repeat):
                 if concurrency == 1 and floor:
-                    group.floor_runs.append(await self._floor_run(group.floor_kind, limit, rows, warmup=False))
+                    group.floor_runs.append(await self._floor_run(group, limit, warmup=False))
+                if concurrency == 1 and reads is not None:
+                    self.progress.stage(f"{label}: reads into a pyarrow.Table, {repeat + 1}/{self.options.repeat}")
+                    await reads.round(group, warmup=False)
                 group.runs.append(
                     await self._run_once(
                         group,
@@ -276,46 +295,33 @@ class Runner:
                     )
                 )
 
-    def _too_big(self, endpoint: str, concurrency: int, body_bytes: int) -> str | None:
-        need = concurrency * body_bytes
-        if self.owned and endpoint == "standard":
-            need += concurrency * body_bytes * STANDARD_BODY_COPIES
-        available = psutil.virtual_memory().available
-        if need > MEMORY_BUDGET_SHARE * available:
-            return (
-                f"{concurrency} bodies of {body_bytes / 1e6:,.0f} MB need about {need / 1e9:,.1f} GB "
-                f"and {available / 1e9:,.1f} GB of memory is available"
-            )
-        return None
+    def _table_reads(self, spec: Group, target: Target, server: ServerProcess | None, limit: int | None) -> TableReads:
+        assert self.subject is not None
+        postgres = self._postgres_meter()
+        where = (target.url + spec.resource, target.token, limit, spec.page_size)
+        return TableReads(self.direct, self.subject.table, *where, server.pid if server else None, postgres)
 
     # --- the floor --------------------------------------------------------------------------------
 
     async def _floor_runs(self, group: GroupResult, limit: int | None, count: int) -> None:
         if self.conn is None:
             return
-        group.floor_runs.append(await self._floor_run(group.floor_kind, limit, group.rows, warmup=True))
+        group.floor_runs.append(await self._floor_run(group, limit, warmup=True))
         for _ in range(count):
-            group.floor_runs.append(await self._floor_run(group.floor_kind, limit, group.rows, warmup=False))
+            group.floor_runs.append(await self._floor_run(group, limit, warmup=False))
 
-    async def _floor_run(self, kind: str, limit: int | None, rows: int | None, warmup: bool) -> FloorRunResult:
+    async def _floor_run(self, group: GroupResult, limit: int | None, warmup: bool) -> FloorRunResult:
         assert self.conn is not None
+        kind, rows = group.floor_kind, group.body_rows
         self.progress.stage(f"floor: {kind}{' warm-up' if warmup else ''}")
         postgres = self._postgres_meter()
         before = postgres.snapshot() if postgres else None
         assert self.subject is not None and self.subject.table is not None
-        run = await floors.measure_floor(self.conn, kind, self.subject.table, limit)
+        where = None if group.filter is None else self.floor_where[group.filter]
+        run = await floors.measure_floor(self.conn, kind, self.subject.table, limit, where)
         used = CpuMeter.used(before, postgres.snapshot()) if postgres and before is not None else None
-        return FloorRunResult(
-            kind=kind,
-            warmup=warmup,
-            total_ms=run.total_ms,
-            first_byte_ms=run.first_byte_ms,
-            bytes=run.bytes,
-            rows=run.rows,
-            client_cpu_s=run.client_cpu_s,
-            postgres_cpu_s=used,
-            ok=rows is None or run.rows == rows,
-        )
+        figures = (run.total_ms, run.first_byte_ms, run.bytes, run.rows, run.client_cpu_s, used)
+        return FloorRunResult(kind, warmup, *figures, ok=rows is None or run.rows == rows)
 
     def _postgres_meter(self) -> CpuMeter | None:
         pid = self.database.embedded.postmaster_pid() if self.database and self.database.embedded else None
@@ -348,7 +354,7 @@ class Runner:
             costs = await meters.stop()
 
         self.progress.stage(f"{label}: verifying {concurrency} bod{'y' if concurrency == 1 else 'ies'}")
-        requests = [evaluate(self.verifier, group.format, one, rows, keep_series) for one in received]
+        requests = [evaluate(self.verifier, group.format, one, rows, keep_series, group.filter) for one in received]
         starts = [one.started for one in received if one.started]
         ends = [one.times[-1] for one in received if one.times]
         wall = (max(ends) - min(starts)) if starts and ends else 0.0

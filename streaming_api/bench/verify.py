@@ -19,7 +19,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..client.records import BodyError, verify_ids
 from .coding import IDENTITY, coding_of, decode_body
@@ -115,16 +115,23 @@ class Verifier:
 
     def __init__(self, expected: Expected = DEMO_IDS) -> None:
         self.expected = expected
-        self._passed: dict[tuple[str, int | None, int], dict[str, BodyCheck]] = {}
-        # The digest of the first identity body that passed, per format, row count and after_id.
-        self._identity: dict[tuple[str, int | None, int], str] = {}
+        self._passed: dict[tuple[str, int | None, int, str | None], dict[str, BodyCheck]] = {}
+        # The digest of the first identity body that passed, per format, row count, after_id and filter.
+        self._identity: dict[tuple[str, int | None, int, str | None], str] = {}
         self.parsed = 0
         self.matched = 0
 
     def check(
-        self, fmt: str, body: bytes, expected_rows: int | None, after_id: int = 0, coding: str = IDENTITY
+        self,
+        fmt: str,
+        body: bytes,
+        expected_rows: int | None,
+        after_id: int = 0,
+        coding: str = IDENTITY,
+        filtered: str | None = None,
     ) -> BodyCheck:
-        key = (fmt, expected_rows, after_id)
+        """`filtered`: the filters the request carried (its rows' keys still go up, but not one by one)."""
+        key = (fmt, expected_rows, after_id, filtered)
         known = self._passed.setdefault(key, {})
         digest = hashlib.sha256(body).hexdigest()
         reference = self._identity.get(key)
@@ -136,7 +143,8 @@ class Verifier:
         if digest in known:
             self.matched += 1
             return known[digest]
-        check = check_body(fmt, body, expected_rows, after_id, digest, self.expected)
+        expected = self.expected if filtered is None else replace(self.expected, contiguous=False)
+        check = check_body(fmt, body, expected_rows, after_id, digest, expected)
         self.parsed += 1
         known[digest] = check
         if coding == IDENTITY:
@@ -171,7 +179,9 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None, keep_series: bool) -> RequestResult:
+def evaluate(
+    verifier: Verifier, fmt: str, received: Received, rows: int | None, keep_series: bool, filtered: str | None = None
+) -> RequestResult:
     """Decode and verify one response after its clock stopped; its figures, or what went wrong."""
     try:
         response = decode(received)
@@ -212,7 +222,7 @@ def evaluate(verifier: Verifier, fmt: str, received: Received, rows: int | None,
         result.bytes = len(decoded.body)
         if decoded.first_row_piece is not None:
             result.first_row_ms = round(response.progress[decoded.first_row_piece][0] * 1000, 3)
-        check = verifier.check(fmt, decoded.body, rows, coding=coding)
+        check = verifier.check(fmt, decoded.body, rows, coding=coding, filtered=filtered)
     except BodyError as exc:
         result.error = str(exc)
         return result

@@ -1,4 +1,4 @@
-"""The command line: serve (default) | seed | token | fetch | bench, one module per subcommand.
+"""The command line: serve (default) | seed | token | link | fetch | bench, one module per subcommand.
 
 The only package that may import every other one: it wires the deliverables together. The subcommands
 are imported inside main(), so that Ctrl+C while they load (aiohttp, asyncpg...) is an interruption
@@ -24,6 +24,7 @@ SUMMARIES = {
     "serve": "run the HTTP server (the default)",
     "seed": "(re)load a demo table (points, orders or blobs) with rows 1..N",
     "token": "print a signed JWT for the data endpoints",
+    "link": "print a signed URL that opens one export without a header",
     "fetch": "download an export to a file, resuming after drops",
     "bench": "compare /standard and /chunked against PostgreSQL's own export speed",
 }

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..bench.coding import CODINGS
 from ..bench.estimate import describe_duration, estimate_seconds
+from ..bench.filtering import BadFilter, pairs
 from ..bench.link import SHAPERS, LinkError, kernel_shaping_available
 from ..bench.linkspec import LinkSpec, parse_link
 from ..bench.report import render
@@ -195,6 +196,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default on)",
     )
     parser.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        type=filter_query,
+        metavar="QUERY",
+        help="filters as a URL query, e.g. 'value=gte.0' or 'id=gt.1000&x=lt.100', one group each on both "
+        "endpoints, its floor the COPY of the rows it keeps; repeat it, 'none' for every row (default: none)",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help="every raw figure, and the machine (default: <data dir>/bench.json)"
     )
     parser.add_argument(
@@ -297,6 +307,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         encodings=args.encodings,
         page_sizes=args.page_sizes,
         snapshots=args.snapshots,
+        filters=tuple(dict.fromkeys(args.filters or (None,))),
         links=links,
         shaper=args.shaper,
     )
@@ -325,7 +336,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except LinkError as exc:
         print(f"bench: the link could not be built: {exc}", file=sys.stderr)
         return 1
-    except SubjectError as exc:
+    except (SubjectError, BadFilter) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(render(doc), flush=True)
@@ -350,6 +361,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def filter_query(text: str) -> str | None:
+    """--filter: a query of filters (bench.filtering), or none for every row."""
+    if text == "none":
+        return None
+    try:
+        pairs(text)
+    except BadFilter as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def describe_plan(options: Options) -> str:
     if options.url is not None and not options.rows:
         rows = "the whole table"
@@ -363,6 +385,8 @@ def describe_plan(options: Options) -> str:
         extra += f" × /chunked pages of {', '.join(f'{p:,}' for p in options.page_sizes)}"
     if "off" in options.snapshots:
         extra += " × /chunked " + " and ".join(f"snapshot {s}" for s in options.snapshots)
+    if options.filters != (None,):
+        extra += " × filters " + ", ".join(query or "none" for query in options.filters)
     if options.links:
         extra += f" over {', '.join(link.label if link else 'loopback' for link in options.links)}"
     return (

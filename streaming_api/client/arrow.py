@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -71,7 +72,11 @@ class StreamDecoder:
     def __init__(self, schemas: list[pa.Schema], key: Key | None = None) -> None:
         self._schemas = schemas
         self._schema: pa.Schema | None = None
-        self._buffer = bytearray()
+        # What has arrived of the messages not yet whole, as it arrived (joined once, when a message is whole).
+        self._pending: deque[bytes | memoryview] = deque()
+        self._pending_bytes = 0
+        # The length of the message being received, once its metadata is in (None: not known yet).
+        self._message_bytes: int | None = None
         self._finished = False
         self._key = key
         self._last_batch: pa.RecordBatch | None = None
@@ -82,38 +87,75 @@ class StreamDecoder:
             if data:
                 raise BodyError("bytes after the Arrow end-of-stream marker")
             return []
-        buffer = self._buffer
-        buffer += data
+        if data:
+            self._pending.append(data)
+            self._pending_bytes += len(data)
         messages: list[Message] = []
-        position = 0
-        while len(buffer) - position >= 8:
-            if buffer[position : position + 4] != CONTINUATION:
-                raise BodyError("not an Arrow IPC stream (no continuation marker)")
-            metadata_length = struct.unpack_from("<i", buffer, position + 4)[0]
-            if metadata_length == 0:
-                self._finished = True
-                position += 8
-                if len(buffer) > position:
-                    raise BodyError("bytes after the Arrow end-of-stream marker")
+        while not self._finished:
+            if self._message_bytes is None and not self._measure():
                 break
-            if metadata_length < 0:
-                raise BodyError("corrupt Arrow IPC stream (negative metadata length)")
-            if len(buffer) - position < 8 + metadata_length:
+            assert self._message_bytes is not None
+            if self._pending_bytes < self._message_bytes:
                 break
-            with memoryview(buffer) as view:
-                end = position + 8 + metadata_length
-                end += message_body_length(view[position + 8 : end])
-                if len(buffer) < end:
-                    break
-                # One copy per message, into bytes of its own: every buffer pyarrow sees starts 8-aligned.
-                data = bytes(view[position:end])
-            message = self._message(data)
-            position = end
+            message = self._message(self._take(self._message_bytes))
+            self._message_bytes = None
             if message is not None:
                 messages.append(message)
-        if position:
-            del buffer[:position]
         return messages
+
+    def _measure(self) -> bool:
+        """Read the next message's length from its prefix and metadata, once they are in (False: not yet)."""
+        if self._pending_bytes < 8:
+            return False
+        prefix = self._peek(8)
+        if prefix[:4] != CONTINUATION:
+            raise BodyError("not an Arrow IPC stream (no continuation marker)")
+        metadata_length = struct.unpack_from("<i", prefix, 4)[0]
+        if metadata_length == 0:
+            self._finished = True
+            if self._pending_bytes > 8:
+                raise BodyError("bytes after the Arrow end-of-stream marker")
+            self._take(8)
+            return False
+        if metadata_length < 0:
+            raise BodyError("corrupt Arrow IPC stream (negative metadata length)")
+        if self._pending_bytes < 8 + metadata_length:
+            return False
+        metadata = memoryview(self._peek(8 + metadata_length))[8:]
+        self._message_bytes = 8 + metadata_length + message_body_length(metadata)
+        return True
+
+    def _peek(self, size: int) -> bytes | memoryview:
+        """The first `size` bytes pending (a view of the first piece when it holds them: no copy)."""
+        first = self._pending[0]
+        if len(first) >= size:
+            return memoryview(first)[:size]
+        parts, needed = [], size
+        for piece in self._pending:
+            parts.append(memoryview(piece)[:needed])
+            needed -= len(parts[-1])
+            if not needed:
+                break
+        return b"".join(parts)
+
+    def _take(self, size: int) -> bytes:
+        """The first `size` bytes pending, as bytes of their own: one copy of each message (a piece that is
+        exactly one message is taken as it is). A message's bytes start 8-aligned, as pyarrow wants them."""
+        self._pending_bytes -= size
+        first = self._pending[0]
+        if len(first) == size and isinstance(first, bytes):
+            return self._pending.popleft()  # type: ignore[return-value]
+        parts = []
+        while size:
+            piece = self._pending.popleft()
+            if len(piece) > size:
+                rest = memoryview(piece)
+                parts.append(rest[:size])
+                self._pending.appendleft(rest[size:])
+                break
+            parts.append(piece)
+            size -= len(piece)
+        return b"".join(parts)
 
     def _message(self, data: bytes) -> Message | None:
         try:

@@ -44,7 +44,7 @@ async def patiently(step: Awaitable[T], make_room: MakeRoom | None) -> T:
 
 
 class Units(Protocol):
-    """Where an export's units of work run: the shared Lanes, or one export's own (db.snapshots.HeldLane)."""
+    """Where an export's units of work run: the shared Lanes, or one export's own (db.snapshot_units.HeldLane)."""
 
     def connection(self, priority: int) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 

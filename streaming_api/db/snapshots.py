@@ -121,7 +121,8 @@ class Snapshots:
         return self._pool
 
     def _ready_next(self) -> None:
-        """Once an export has ended, ready warm holder connections for the next ones, in the background."""
+        """Once an export's first page is out (and once it has ended), ready warm holder connections for the
+        next exports, in the background."""
         # Behind a pooler a holder's connection is a pooler's client: no server backend of its own to warm,
         # and a transaction to warm one would take a server connection a resume may be waiting for.
         if self._readying is None and self._pool is not None and self._unit_begin is None:
@@ -132,14 +133,14 @@ class Snapshots:
         """As many idle holder connections as exports have run at once (up to the limit), each warm: a first
         byte should wait neither for a kept snapshot to be let go, nor for a connection to open, nor for a
         new backend's caches (its first statements on a table take milliseconds more, so a new connection
-        runs the latest first statement once, its output dropped). Done after an export, not as the next
-        begins: nothing competes with a first page."""
-        wanted = min(self._peak, self._limit - len(self._active) - self._opening)
-        while self.held + wanted > self._limit and self._graced:
-            await self.make_room()
+        runs the latest first statement once, its output dropped). Done after an export's first page, never
+        beside it: nothing competes with a first page."""
+        # Within the room left: a snapshot kept for a resume is let go for an export that needs its room,
+        # never ahead of one.
+        wanted = min(self._peak, self._limit - self.held)
         taken: list[asyncpg.Connection] = []
         try:
-            for _ in range(min(wanted, self._limit - self.held)):
+            for _ in range(max(0, wanted)):
                 taken.append(await pool.acquire())
             for conn in taken:
                 pid = conn.get_server_pid()
@@ -215,6 +216,8 @@ class Snapshots:
         except BaseException:
             held.broken = True
             raise
+        # The first rows are out: now, while the export runs on, is the time to ready the next one's holder.
+        self._ready_next()
 
     def _begin(self, existing: str | None) -> str:
         begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

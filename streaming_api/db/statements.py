@@ -7,7 +7,8 @@ A page is a COPY, which takes no bound parameters, so everything in it is writte
 identifiers from the reflected catalog (always quoted), integers, and key values as SQL literals that
 PostgreSQL itself produced (quote_literal of a typed value) or a Python int's digits. No request text
 reaches the SQL any other way, and nothing rewrites the statement afterwards (a `$1` inside a quoted
-column name stays what it is).
+column name stays what it is). A request's filters come here as SQL already written by db.filters, under
+the same rules (`where`: a condition over the table as a page names it, or aliased t in a plan).
 """
 
 from __future__ import annotations
@@ -87,16 +88,20 @@ class PageSpec:
     rows: int | None
 
 
-def bound_page(served: Table, spec: PageSpec) -> Bound:
+def bound_page(served: Table, spec: PageSpec, where: str | None = None) -> Bound:
     """The page's bounds on a query over the table, in key order (rows inserted inside the range since it
-    was planned come on top, never in place of rows that were there)."""
-    return _bound(served, spec.after, spec.last, None if spec.rows is None else str(spec.rows))
+    was planned come on top, never in place of rows that were there), and the export's filters."""
+    return _bound(served, spec.after, spec.last, None if spec.rows is None else str(spec.rows), where)
 
 
-def _bound(served: Table, after: KeyValue | None, last: KeyValue | None, rows: str | None) -> Bound:
+def _bound(
+    served: Table, after: KeyValue | None, last: KeyValue | None, rows: str | None, where: str | None = None
+) -> Bound:
     clause = table_clause(served)
 
     def bound(query: Select) -> Select:
+        if where is not None:
+            query = query.where(literal_column(where))
         if after is not None:
             query = query.where(key_after(clause, served.key, after))
         if last is not None:
@@ -122,11 +127,16 @@ class PageTemplate:
     than passing the page's bytes on."""
 
     fragments: tuple[str, ...]
-    # What goes after each fragment but the last: ("after" | "last", column index) or ("rows", 0).
+    # What goes after each fragment but the last: ("after" | "last", column index), ("rows", 0) or ("where", 0).
     slots: tuple[tuple[str, int], ...]
 
-    def render(self, spec: PageSpec) -> str:
-        values = {"after": spec.after, "last": spec.last, "rows": None if spec.rows is None else (str(spec.rows),)}
+    def render(self, spec: PageSpec, where: str | None = None) -> str:
+        values = {
+            "after": spec.after,
+            "last": spec.last,
+            "rows": None if spec.rows is None else (str(spec.rows),),
+            "where": None if where is None else (where,),
+        }
         parts = [self.fragments[0]]
         for (name, index), fragment in zip(self.slots, self.fragments[1:], strict=True):
             bound = values[name]
@@ -136,8 +146,11 @@ class PageTemplate:
         return "".join(parts)
 
 
-def page_template(served: Table, query: Callable[[Bound], Select], spec: PageSpec) -> PageTemplate:
-    """The template of the pages shaped like `spec` (its values are only placeholders here)."""
+def page_template(
+    served: Table, query: Callable[[Bound], Select], spec: PageSpec, filtered: bool = False
+) -> PageTemplate:
+    """The template of the pages shaped like `spec`, with the export's filters when `filtered` (its values
+    are only placeholders here)."""
     width = len(served.key)
 
     def marks(name: str) -> KeyValue:
@@ -148,6 +161,7 @@ def page_template(served: Table, query: Callable[[Bound], Select], spec: PageSpe
         None if spec.after is None else marks("after"),
         None if spec.last is None else marks("last"),
         None if spec.rows is None else f"{_MARK}rows:0{_MARK}",
+        f"{_MARK}where:0{_MARK}" if filtered else None,
     )
     pieces = sql_text(query(bound)).split(_MARK)
     slots = []
@@ -157,35 +171,43 @@ def page_template(served: Table, query: Callable[[Bound], Select], spec: PageSpe
     return PageTemplate(tuple(pieces[0::2]), tuple(slots))
 
 
-def plan_sql(served: Table, after: KeyValue | None, size: int, pages: int, budget: int | None) -> str:
+def plan_sql(
+    served: Table, after: KeyValue | None, size: int, pages: int, budget: int | None, where: str | None = None
+) -> str:
     """Where the next `pages` pages after `after` end, every `size` rows: one statement that walks the key's
     index (a recursive query, each bound found from the one before). With a byte `budget`, a page also
     ends before its rows' bytes pass it (for tables whose rows are wide; this reads the rows, not just the
-    index). Rows: (k, one quote_literal per key column, the page's rows), k = 1, 2...; fewer than `pages`
-    rows when the table ends first."""
+    index). `where`: only the rows the export's filters keep count (over the table aliased t). Rows: (k,
+    one quote_literal per key column, the page's rows), k = 1, 2...; fewer than `pages` rows when the
+    table ends first."""
     key = [quote_identifier(name) for name in served.key]
     source = f"{quote_identifier(served.schema)}.{quote_identifier(served.name)}"
     picked = ", ".join(f"t.{name} AS _c{i}" for i, name in enumerate(key))
     ordered = ", ".join(f"t.{name}" for name in key)
     names = [f"_c{i}" for i in range(len(key))]
 
-    def after_clause(values: Sequence[str]) -> str:
+    def after_clause(values: Sequence[str] | None) -> str:
+        if values is None:
+            return "" if where is None else f"WHERE {where}"
         left = ordered if len(key) == 1 else f"({ordered})"
         right = values[0] if len(values) == 1 else f"({', '.join(values)})"
-        return f"WHERE {left} > {right}"
+        return f"WHERE {left} > {right}" + ("" if where is None else f" AND {where}")
 
-    def step(where: str) -> str:
+    def step(condition: str) -> str:
         if budget is None:
-            return f"SELECT {picked}, {size} AS _n FROM {source} t {where} ORDER BY {ordered} OFFSET {size - 1} LIMIT 1"
+            return (
+                f"SELECT {picked}, {size} AS _n FROM {source} t {condition} ORDER BY {ordered} "
+                f"OFFSET {size - 1} LIMIT 1"
+            )
         widths = " + ".join(_width(served, column) for column in served.names) or "0"
         inner = (
-            f"SELECT {picked}, row_number() OVER w AS _n, sum({widths}) OVER w AS _bytes FROM {source} t {where} "
+            f"SELECT {picked}, row_number() OVER w AS _n, sum({widths}) OVER w AS _bytes FROM {source} t {condition} "
             f"WINDOW w AS (ORDER BY {ordered}) ORDER BY {ordered} LIMIT {size}"
         )
         within = f"_n = 1 OR _bytes <= {budget}"
         return f"SELECT {', '.join(names)}, _n FROM ({inner}) s WHERE {within} ORDER BY _n DESC LIMIT 1"
 
-    anchor = step(after_clause(after) if after is not None else "")
+    anchor = step(after_clause(after))
     recursive = step(after_clause([f"b.{name}" for name in names]))
     quoted = ", ".join(f"quote_literal({name})" for name in names)
     return (
@@ -215,10 +237,13 @@ def width_sample_sql(served: Table, rows: int) -> str:
     return f"SELECT avg({widths})::float8 FROM (SELECT * FROM {source} LIMIT {rows}) t"
 
 
-def count_up_to_sql(served: Table, after: KeyValue | None, up_to: int) -> str:
-    """Rows after `after`, counted no further than `up_to` (a walk of the key's index that stops early)."""
+def count_up_to_sql(served: Table, after: KeyValue | None, up_to: int, where: str | None = None) -> str:
+    """Rows after `after` (that `where` keeps), counted no further than `up_to` (a walk of the key's index
+    that stops early)."""
     clause = table_clause(served)
     rows = select(literal_column("1")).select_from(clause)
+    if where is not None:
+        rows = rows.where(literal_column(where))
     if after is not None:
         rows = rows.where(key_after(clause, served.key, after))
     if served.key:
@@ -226,10 +251,13 @@ def count_up_to_sql(served: Table, after: KeyValue | None, up_to: int) -> str:
     return sql_text(select(func.count()).select_from(rows.limit(up_to).subquery("capped")))
 
 
-def estimate_sql(served: Table, after: KeyValue | None) -> str:
-    """EXPLAIN of the rows an export reads: the planner's estimate, never a count that reads them."""
+def estimate_sql(served: Table, after: KeyValue | None, where: str | None = None) -> str:
+    """EXPLAIN of the rows an export reads (after `after`, that `where` keeps): the planner's estimate,
+    never a count that reads them."""
     clause = table_clause(served)
     rows = select(literal_column("1")).select_from(clause)
+    if where is not None:
+        rows = rows.where(literal_column(where))
     if after is not None:
         rows = rows.where(key_after(clause, served.key, after))
     return "EXPLAIN (FORMAT JSON) " + sql_text(rows)

@@ -109,6 +109,8 @@ class PageDecoder:
         # each reads back (the dtype of its records; None for bytes).
         self.streams: list[str] = [""]
         self.dtypes: list[np.dtype | None] = [None]
+        # Which streams are text (aggregated with a text separator, sent as the text's bytes).
+        self.texts: list[bool] = [False]
         rows = _Record([], [])
         self.slots = []
         for i, (column, kind) in enumerate(zip((c for c in chosen if c), kinds, strict=True)):
@@ -119,14 +121,16 @@ class PageDecoder:
             self.inner.append((kind.prepare(ref), f"_v{i}"))
             slot, data = _place(f"page._v{i}", kind, column.nullable, f"c{i}", rows)
             if data is not None:
-                slot.stream = self._stream(data, None)
+                assert isinstance(kind, Var)
+                slot.stream = self._stream(data, None, kind.text)
             self.slots.append(slot)
         self.streams[0], self.dtypes[0] = rows.sql, rows.dtype
         self.empty = pa.RecordBatch.from_pylist([], schema=self.schema)
 
-    def _stream(self, sql: str, dtype: np.dtype | None) -> int:
+    def _stream(self, sql: str, dtype: np.dtype | None, as_text: bool = False) -> int:
         self.streams.append(sql)
         self.dtypes.append(dtype)
+        self.texts.append(as_text)
         return len(self.streams) - 1
 
     def _lay_out_array(self, i: int, ref: str, kind: ListOf, nullable: bool, rows: _Record) -> _Slot:
@@ -138,9 +142,10 @@ class PageDecoder:
         rows.fields.append((f"c{i}", ">i4"))
         elements = _Record([], [])
         element, data = _place(kind.element.prepare("_u._e"), kind.element, True, f"c{i}[]", elements)
+        as_text = isinstance(kind.element, Var) and kind.element.text
         aggregates = [f"string_agg({elements.sql}, ''::bytea ORDER BY _o) AS r"]
         if data is not None:
-            aggregates.append(f"string_agg({data}, ''::bytea ORDER BY _o) AS b")
+            aggregates.append(f"string_agg({data}, {_separator(as_text)} ORDER BY _o) AS b")
         alias = f"_x{i}"
         self.laterals.append(
             (
@@ -153,7 +158,7 @@ class PageDecoder:
         records = self._stream(f"page._r{i}", elements.dtype)
         if data is not None:
             self.inner.append((f"{alias}.b", f"_b{i}"))
-            element.stream = self._stream(f"page._b{i}", None)
+            element.stream = self._stream(f"page._b{i}", None, as_text)
         return _Slot(kind, None, f"c{i}", records, element)
 
     def batch(self, rows: int, streams: Sequence[bytes | memoryview]) -> pa.RecordBatch:
@@ -231,17 +236,24 @@ class PageDecoder:
         """count(*), then every stream aggregated over the page's rows in key order (one row)."""
         page = bound(self._rows(served)).subquery("page")
         order = [page.c[f"_k{i}"] for i in range(len(served.key))]
-        empty = literal_column("''::bytea")
-        aggregates = [
-            func.string_agg(literal_column(sql), aggregate_order_by(empty, *order) if order else empty)
-            for sql in self.streams
-        ]
+        aggregates = []
+        for sql, as_text in zip(self.streams, self.texts, strict=True):
+            empty = literal_column(_separator(as_text))
+            ordered = aggregate_order_by(empty, *order) if order else empty
+            aggregates.append(func.string_agg(literal_column(sql), ordered))
         return select(cast(func.count(), Integer), *aggregates).select_from(page)
 
-    def cursor_query(self, served: Table) -> Select:
-        """Every row's streams, a row each: what a cursor over a relation without a key fetches."""
-        page = self._rows(served).subquery("page")
-        return select(*(literal_column(sql).label(f"_s{i}") for i, sql in enumerate(self.streams))).select_from(page)
+    def cursor_query(self, served: Table, where: str | None = None) -> Select:
+        """Every row's streams (of the rows `where` keeps), a row each: what a cursor over a relation without
+        a key fetches."""
+        rows = self._rows(served)
+        if where is not None:
+            rows = rows.where(literal_column(where))
+        page = rows.subquery("page")
+        # A row's text as its bytes (asyncpg would hand text over as str).
+        pairs = zip(self.streams, self.texts, strict=True)
+        streams = (f"textsend({sql})" if as_text else sql for sql, as_text in pairs)
+        return select(*(literal_column(sql).label(f"_s{i}") for i, sql in enumerate(streams))).select_from(page)
 
     # --- pages ----------------------------------------------------------------------------------------
 
@@ -269,6 +281,11 @@ class PageDecoder:
 
 def _same(sql: str) -> str:
     return sql
+
+
+def _separator(as_text: bool) -> str:
+    """string_agg's separator: nothing, of the stream's type."""
+    return "''" if as_text else "''::bytea"
 
 
 def _field(column: Column, kind: Codec) -> pa.Field:
@@ -312,6 +329,6 @@ def layout(served: Table, columns: tuple[str, ...]) -> Layout:
         whole_pages=True,
         page_bytes=decoder.page_bytes,
         rows=decoder.rows,
-        cursor_query=lambda: decoder.cursor_query(served),
+        cursor_query=lambda where: decoder.cursor_query(served, where),
         cursor_page=decoder.cursor_page,
     )

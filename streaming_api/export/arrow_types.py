@@ -95,6 +95,9 @@ class Var:
     length: Callable[[str], str] = field(default=lambda value: f"octet_length({value})")
     finish: Callable[[pa.Array], pa.Array] | None = None
     makes_nulls: bool = False
+    # The bytes are a text value's, aggregated as text: the page's text is sent once, in the client's encoding,
+    # not each value made into bytes first (textsend): 7% of PostgreSQL's work on orders' pages.
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def _text(utf8: bool, send: str = "textsend") -> Var:
     """Text of any kind: in a UTF-8 database its own bytes (send writes them in the client's encoding,
     UTF-8 too, and octet_length counts them); elsewhere converted to UTF-8 once."""
     if utf8:
+        if send == "textsend":
+            return Var(pa.utf8(), pa.utf8(), _identity, _identity, text=True)
         return Var(pa.utf8(), pa.utf8(), _identity, lambda value: f"{send}({value})")
     return Var(pa.utf8(), pa.utf8(), lambda value: f"convert_to(({value})::text, 'UTF8')", _identity)
 

@@ -41,14 +41,16 @@ class Layout:
     rows: Callable[[bytes, int], int] = field(default=_rows_copied)
     # A whole-page format over a relation without a key reads it through a cursor (one transaction): the
     # cursor's query, and a page of its rows made ready for the wire (with how many rows it holds).
-    cursor_query: Callable[[], Select] | None = None
+    # (Given the export's filters, db.filters.Where.sql, or None.)
+    cursor_query: Callable[[str | None], Select] | None = None
     cursor_page: Callable[[Sequence[Sequence[bytes | None]]], tuple[int, bytes | memoryview]] | None = None
-    # Its page statements, compiled once per shape of bounds (db.statements.PageTemplate).
-    templates: dict[tuple[bool, bool, bool], PageTemplate] = field(default_factory=dict, compare=False)
+    # Its page statements, compiled once per shape of bounds and filtered or not (db.statements.PageTemplate).
+    templates: dict[tuple[bool, bool, bool, bool], PageTemplate] = field(default_factory=dict, compare=False)
 
-    def page_sql(self, served: Table, spec: PageSpec) -> str:
-        shape = (spec.after is not None, spec.last is not None, spec.rows is not None)
+    def page_sql(self, served: Table, spec: PageSpec, where: str | None = None) -> str:
+        """A page's statement; `where`: the export's filters (db.filters.Where.sql)."""
+        shape = (spec.after is not None, spec.last is not None, spec.rows is not None, where is not None)
         template = self.templates.get(shape)
         if template is None:
-            template = self.templates[shape] = page_template(served, self.query, spec)
-        return template.render(spec)
+            template = self.templates[shape] = page_template(served, self.query, spec, where is not None)
+        return template.render(spec, where)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..db.lanes import Lanes, Units
 from ..db.statements import copy_statement, sql_text
+from .count import RowCount
 from .layout import Layout
 from .planner import DatabaseClock, Planner
 from .request import Export
@@ -122,19 +123,25 @@ async def _fetch_page(
 
 
 async def pages(
-    lanes: Units, export: Export, clock: DatabaseClock, depth: int = 2, smallest_key: int | None = None
+    lanes: Units,
+    export: Export,
+    clock: DatabaseClock,
+    depth: int = 2,
+    smallest_key: int | None = None,
+    expected: asyncio.Future[RowCount] | None = None,
 ) -> AsyncIterator[Piece]:
     """The export's output in key order, as it arrives; up to `depth` pages in flight on their own
     connections. PostgreSQL renders the next pages on other backends while this one is written to the
     client. A connection is held only while its page's statement runs (and, for a page bigger than
-    page_bytes, while the client takes it)."""
+    page_bytes, while the client takes it). `expected`: the export's row estimate being made (the planner
+    sizes a filtered export's plans by it)."""
     layout = export.layout
     if layout.whole_pages and not export.table.key and export.page_size is not None:
         async for piece in _cursor_pages(lanes, export, clock):
             yield piece
         return
     signal = asyncio.Event()
-    planner = Planner(lanes, export, clock, smallest_key, signal)
+    planner = Planner(lanes, export, clock, smallest_key, signal, expected)
     capacity = export.page_bytes or DEFAULT_PAGE_BYTES
     # Never more than a waiting page may hold: the page being sent must not wait for room it cannot get.
     passing = min(PIECE_BYTES, capacity)
@@ -159,7 +166,7 @@ async def pages(
             priority = Lanes.LATER if started else Lanes.FIRST
             started = True
             feed = PageFeed(capacity, signal)
-            sql = layout.page_sql(export.table, spec)
+            sql = layout.page_sql(export.table, spec, export.where_sql)
             task = asyncio.ensure_future(_fetch_page(lanes, sql, layout, feed, clock, priority, whole))
             task.add_done_callback(lambda _: signal.set())
             in_flight.append((feed, task))
@@ -187,7 +194,11 @@ async def pages(
                 await signal.wait()
             in_flight.popleft()
             task.result()
-            body = b"".join((*collected, data)) if layout.whole_pages else data
+            body = data
+            if layout.whole_pages:
+                # A page that came in one piece is passed on as it is: a copy of megabytes saved.
+                parts = [part for part in (*collected, data) if part]
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
             collected.clear()  # the pieces are in `body` now: not held twice while the page is made
             assert feed.copied_rows is not None
             rows = layout.rows(body, feed.copied_rows) if layout.whole_pages else feed.copied_rows
@@ -239,7 +250,7 @@ async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> A
     CURSOR_PAGE_ROWS rows a page (fewer where rows are wide). The connection is held for the export."""
     layout = export.layout
     assert layout.cursor_query is not None and layout.cursor_page is not None
-    query = layout.cursor_query()
+    query = layout.cursor_query(export.where_sql)
     if export.limit is not None:
         query = query.limit(export.limit)
     rows_per_fetch = CURSOR_PAGE_ROWS
@@ -260,7 +271,11 @@ async def _cursor_pages(lanes: Units, export: Export, clock: DatabaseClock) -> A
 
 
 async def encoded_chunks(
-    lanes: Units, export: Export, timing: DatabaseClock, smallest_key: int | None = None
+    lanes: Units,
+    export: Export,
+    timing: DatabaseClock,
+    smallest_key: int | None = None,
+    expected: asyncio.Future[RowCount] | None = None,
 ) -> AsyncIterator[Chunk]:
     """The response body, as chunks of parts (joined by the sink, once): (head, the first output),
     (more output), ..., (tail). The head rides on the first output, so the first chunk already carries
@@ -273,7 +288,8 @@ async def encoded_chunks(
     # Rows of pages whose last bytes went out before the page's end was known.
     rows = 0
     # aclosing: when the consumer stops early, pages() cleans up now, not later in a task of its own.
-    async with contextlib.aclosing(pages(lanes, export, timing, smallest_key=smallest_key)) as source:
+    source = pages(lanes, export, timing, smallest_key=smallest_key, expected=expected)
+    async with contextlib.aclosing(source) as source:
         async for piece in source:
             rows += piece.rows
             if piece.ready:

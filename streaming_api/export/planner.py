@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import Protocol
 
 from ..db.lanes import Lanes, Units
 from ..db.statements import INTEGER_MAX, KeyValue, PageSpec, fetch_uncached, plan_sql
+from .count import RowCount, estimate
+from .ranges import IdRanges
 from .request import Export
 
-# Pages per plan (one statement, one walk of their stretch of the index).
+# Pages per plan (one statement, one walk of their stretch of the index), and rows: big pages (Arrow's
+# 10,000) are planned a few at a time, so the plan that runs beside an export's first page stays short.
 PLAN_PAGES = 32
+PLAN_ROWS = 32_000
 # The next window is planned when no more than this many planned pages are left to start.
 REPLAN_AHEAD_PAGES = 4
+# A filtered export's plan walks every row its pages span, not only those it keeps (a filter that keeps 10%
+# walks ten times the rows): its windows are sized by the share of rows the planner estimates the filter
+# keeps, so a plan walks about as many rows as an unfiltered one; this many pages when nothing estimates it.
+FILTERED_PLAN_PAGES = 4
+# How long the first plan waits for the export's row estimate (normally long since there).
+ESTIMATE_WAIT_SECONDS = 0.05
+# A filter estimated to keep at least this share of the rows is left out of the plans (without a limit):
+# they then walk the key's index alone, as unfiltered, and each page still holds most of page_size rows.
+UNFILTERED_PLANS_FROM_SHARE = 0.9
 
 
 class DatabaseClock(Protocol):
@@ -36,9 +50,17 @@ class Planner:
     pages arrive); for wide tables the plan itself adds up the rows' bytes."""
 
     def __init__(
-        self, lanes: Units, export: Export, clock: DatabaseClock, smallest_key: int | None, signal: asyncio.Event
+        self,
+        lanes: Units,
+        export: Export,
+        clock: DatabaseClock,
+        smallest_key: int | None,
+        signal: asyncio.Event,
+        expected: asyncio.Future[RowCount] | None = None,
     ) -> None:
         self._lanes = lanes
+        # The export's row estimate as the headers get it (a filtered export's: the planner's), when one is made.
+        self._expected = expected
         # Set when a plan ends, so an export waiting on its pages sees a plan's failure at once.
         self._signal = signal
         self._export = export
@@ -49,6 +71,13 @@ class Planner:
         self.row_bytes = export.table.row_bytes or 0.0
         self.ready: deque[PageSpec] = deque()
         self.done = export.limit == 0
+        # Pages per plan, and whether the plans carry the filter: a filtered export's are settled by the first
+        # plan after its first page (_settle_window).
+        self.window = PLAN_PAGES
+        self._plan_where = None if export.where is None else export.where.plan_sql
+        self._settled = export.where is None
+        # A filtered export's later pages as id ranges by arithmetic, without plans (export.ranges).
+        self._ranges: IdRanges | None = None
         self._planning: asyncio.Task[None] | None = None
         # A limit's budget for the later pages waits for the first page's row count (see first_page_done).
         self._first_pending = False
@@ -62,8 +91,11 @@ class Planner:
             return
         self._first_rows = self._rows_per_page(min(export.page_size, export.first_page_size or export.page_size))
         # The first id range starts after `after`, or just before the smallest id (and takes any smaller
-        # id written since that was read: it has no lower bound).
+        # id written since that was read: it has no lower bound), or where the filters on the key start.
         base = export.after_integer if export.after is not None else None if smallest_key is None else smallest_key - 1
+        floor = None if export.where is None else export.where.key_floor()
+        if floor is not None and (base is None or floor > base):
+            base = floor
         if export.table.integer_key and base is not None:
             column = export.table.column(export.table.key[0])
             assert column is not None and column.type.builtin is not None
@@ -86,6 +118,8 @@ class Planner:
         """A page arrived: rows weigh at least what these did (pages shrink, never grow, within an export)."""
         if rows:
             self.row_bytes = max(self.row_bytes, nbytes / rows)
+        if self._ranges is not None:
+            self._ranges.arrived(rows)
 
     def first_page_done(self, rows: int) -> None:
         """The first page's row count: what is left of the limit for the pages after it."""
@@ -100,6 +134,9 @@ class Planner:
         """The next page if its bounds are known, without waiting; and, with plan_ahead, start planning the
         next window in the background when few planned pages are left."""
         self._collect()
+        if self._ranges is not None and not self.ready and not self.done:
+            self.ready.append(self._ranges.next())
+            self.done = self._ranges.done
         spec = self.ready.popleft() if self.ready else None
         if plan_ahead and len(self.ready) <= REPLAN_AHEAD_PAGES and self._may_plan() and self._planning is None:
             self._start_plan(Lanes.LATER)
@@ -124,7 +161,7 @@ class Planner:
         return self.take_ready(plan_ahead)
 
     def _may_plan(self) -> bool:
-        return not self.done and not self._first_pending
+        return not self.done and not self._first_pending and self._ranges is None
 
     @property
     def planning(self) -> asyncio.Task[None] | None:
@@ -140,17 +177,23 @@ class Planner:
     async def _plan(self, priority: int) -> None:
         export = self._export
         assert export.page_size is not None
+        if not self._settled and not self._first_rows:
+            await self._settle_window()
+            if self._ranges is not None:
+                return  # no plans: take_ready makes each page's range
         if self._first_rows:
             size, pages = self._first_rows, 1  # the first page of a key that is not an integer
             self._first_rows = 0
         else:
             size = self._rows_per_page(export.page_size)
-            pages = PLAN_PAGES if self._budget is None else min(PLAN_PAGES, -(-self._budget // size))
+            pages = min(self.window, max(2, PLAN_ROWS // size))
+            if self._budget is not None:
+                pages = min(pages, -(-self._budget // size))
         # Wide rows: the plan adds up their bytes, so a page never holds much more than page_bytes.
         weighed = (
             export.page_bytes if export.page_bytes and self.row_bytes * export.page_size > export.page_bytes else None
         )
-        sql = plan_sql(export.table, self._after, size, pages, weighed)
+        sql = plan_sql(export.table, self._after, size, pages, weighed, self._plan_where)
         started = time.perf_counter()
         try:
             async with self._lanes.connection(priority) as conn:
@@ -174,6 +217,54 @@ class Planner:
         # The table (or the limit) ends in the next page: it has no upper bound.
         self.ready.append(PageSpec(self._after, None, self._budget))
         self.done = True
+
+    async def _settle_window(self) -> None:
+        """A filtered export's plans: windows of PLAN_PAGES times the share of rows its filter keeps (the planner's
+        estimate, as the headers carry it), and no filter in them when it keeps nearly every row."""
+        self._settled = True
+        self.window = FILTERED_PLAN_PAGES
+        if self._expected is None:
+            return
+        try:
+            counted = await asyncio.wait_for(asyncio.shield(self._expected), ESTIMATE_WAIT_SECONDS)
+        except asyncio.CancelledError:
+            if not self._expected.cancelled():
+                raise  # this plan is cancelled, not the estimate
+            return
+        except Exception:  # no estimate (a timeout, a failure the export meets on its own): the default window
+            return
+        if self._export.limit is not None:
+            return  # the estimate is capped by the limit: no share to read from it
+        expected = estimate(self._export).rows
+        share = counted.rows / max(expected, 1)
+        self.window = max(1, min(PLAN_PAGES, math.ceil(PLAN_PAGES * share)))
+        if share >= UNFILTERED_PLANS_FROM_SHARE and self._budget is None:
+            # Unfiltered plans count rows the filter may leave out: never with a limit's budget to keep.
+            self._plan_where = None
+        elif self._ranges_fit():
+            # (The key's range as the catalog last read it, and the rows it then had there.)
+            assert self._after is not None and self._export.table.key_range is not None
+            end = self._export.table.key_range[1]
+            ids = max(end - int(self._after[0]), 1)
+            kept_per_id = counted.rows / ids if counted.rows else 0.0
+            ids_per_row = 1 / kept_per_id if kept_per_id else float(ids)
+            self._ranges = IdRanges(int(self._after[0]), end, self._rows_per_page(self._export.page_size), ids_per_row)
+
+    def _ranges_fit(self) -> bool:
+        """Whether a filtered export's pages may be id ranges (export.ranges): a key of one integer column of
+        known range, no limit (its budget needs rows counted ahead), a text format (a page passes on as it
+        arrives, however many rows it holds) and rows that are not wide (plans bound those in bytes)."""
+        export = self._export
+        assert export.page_size is not None
+        wide = bool(export.page_bytes) and self.row_bytes * export.page_size > (export.page_bytes or 0)
+        return (
+            export.table.integer_key
+            and export.table.key_range is not None
+            and self._after is not None
+            and self._budget is None
+            and not export.layout.whole_pages
+            and not wide
+        )
 
     async def close(self) -> None:
         if self._planning is not None:

@@ -11,14 +11,16 @@ from ..db.lanes import Lanes
 from ..db.served import Catalog
 from ..db.sources import PoolSize, sources_for
 from ..export.formats import BY_EXTENSION
+from ..names import parse_patterns
 from ..settings import Settings
 from ..tokens import load_keys
-from . import browser, discovery, handlers, logfilters
+from . import browser, discovery, handlers, linking, logfilters
 from .guards import StandardSlots
 from .keys import (
     CATALOG,
     DATABASE,
     DATABASE_STATE,
+    DEFAULT_GRANT,
     KEYS,
     LANES,
     OBSERVER,
@@ -104,6 +106,7 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
     app[SETTINGS] = settings
     app[DATABASE_STATE] = DatabaseState()
     app[KEYS] = load_keys(settings)
+    app[DEFAULT_GRANT] = parse_patterns(settings.default_grant)
     app[STANDARD_SLOTS] = StandardSlots(settings.standard_max_concurrency)
     shutdown.install(app)
     cors.install(app)
@@ -118,6 +121,7 @@ def create_app(settings: Settings, seed_progress: SeedProgress | None = None) ->
         app.router.add_get(f"/{endpoint}/{{table:.+}}", handler, name=f"{endpoint}.table")
     app.router.add_get("/tables", discovery.tables, name="tables")
     app.router.add_get("/openapi.json", discovery.openapi, name="openapi")
+    app.router.add_post("/links", linking.make_link, name="links")
     app.router.add_get("/healthz", handlers.healthz, name="healthz")
     browser.add_routes(app)
     if settings.metrics_enabled:

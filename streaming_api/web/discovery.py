@@ -1,7 +1,10 @@
 """What is served, for people and for tools: GET /tables and GET /openapi.json (OpenAPI 3.1).
 
 Both are read from the catalog as last refreshed, and both need a token (they show the tables' names and
-columns, which are not for everyone).
+columns, which are not for everyone). Both list only the tables the caller's token may read (grants.py):
+a tool reading either sees what it can call, and a table's columns are shown to no one who may not read
+it (PostgREST's OpenAPI does the same). For a token with a role the row estimates are left out: they are
+the table's, not what the role's row-level security lets it see.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from aiohttp import web
 
 from .. import __version__
 from ..db.catalog import Table
+from ..db.filters import OPERATORS
 from ..export.formats import FORMATS
 from ..export.values import json_schema
-from .keys import CATALOG, SETTINGS
+from ..links import LINK_PARAMETER
+from .keys import CATALOG, GRANT, SETTINGS
 from .middleware.auth import requires_token
+from .replies import RESERVED
 
 ENDPOINTS = ("chunked", "standard")
 
@@ -37,7 +43,13 @@ def _arrow_type(served: Table, name: str) -> str | None:
     return str(codec(column.type, column).arrow_type)
 
 
-def describe(served: Table) -> dict[str, Any]:
+def granted(request: web.Request) -> list[Table]:
+    """The served tables the request's grant covers."""
+    grant = request[GRANT]
+    return [served for served in request.app[CATALOG].tables if grant.covers(served)]
+
+
+def describe(served: Table, estimates: bool = True) -> dict[str, Any]:
     return {
         "name": served.url_name,
         "schema": served.schema,
@@ -55,7 +67,7 @@ def describe(served: Table) -> dict[str, Any]:
         ],
         "key": list(served.key),
         "resumable": bool(served.key),
-        "rows_estimate": served.estimated_rows,
+        "rows_estimate": served.estimated_rows if estimates else None,
         "urls": {endpoint: table_path(endpoint, served) for endpoint in ENDPOINTS},
         "formats": {fmt.name: table_path("chunked", served, fmt.extension) for fmt in FORMATS.values()},
     }
@@ -65,8 +77,10 @@ def describe(served: Table) -> dict[str, Any]:
 async def tables(request: web.Request) -> web.Response:
     """Every served table: its columns and their types, its key, a row estimate, its URLs."""
     catalog = request.app[CATALOG]
-    default = None if catalog.default is None else catalog.default.url_name
-    return web.json_response({"default": default, "tables": [describe(served) for served in catalog.tables]})
+    readable = granted(request)
+    default = catalog.default.url_name if catalog.default is not None and catalog.default in readable else None
+    estimates = request[GRANT].role is None
+    return web.json_response({"default": default, "tables": [describe(served, estimates) for served in readable]})
 
 
 def _parameters(endpoint: str, served: Table) -> list[dict[str, Any]]:
@@ -97,6 +111,14 @@ def _parameters(endpoint: str, served: Table) -> list[dict[str, Any]]:
         parameters.append(query("after_id", "after, for a key of one integer column.", {"type": "integer"}))
     if endpoint == "chunked":
         parameters.append(query("page_size", "Rows per page (and per chunk).", {"type": "integer", "minimum": 1}))
+    for column in served.columns:
+        # A column named like a parameter is filtered in double quotes ("limit"=eq.5).
+        name = column.name if column.name not in RESERVED else '"' + column.name.replace('"', '""') + '"'
+        described = (
+            f"A filter on {column.name} ({column.declared}): [not.]operator.value, the operator one of "
+            f"{', '.join(OPERATORS)} (in.(a,b), is.null, like.a*); may be repeated, filters are ANDed."
+        )
+        parameters.append({**query(name, described, {"type": "string"}), "explode": True})
     return parameters
 
 
@@ -109,7 +131,7 @@ def _export_operation(endpoint: str, served: Table, schema_ref: str) -> dict[str
     described = "buffered, sent with a Content-Length" if endpoint == "standard" else "streamed page by page"
     return {
         "summary": f"{served.qualified} ({served.kind}), {described}",
-        "security": [{"jwt": []}],
+        "security": [{"jwt": []}, {"link": []}],
         "parameters": _parameters(endpoint, served),
         "responses": {
             "200": {
@@ -129,6 +151,7 @@ def _export_operation(endpoint: str, served: Table, schema_ref: str) -> dict[str
             },
             "400": {"$ref": "#/components/responses/problem"},
             "401": {"$ref": "#/components/responses/problem"},
+            "403": {"$ref": "#/components/responses/problem"},
             "404": {"$ref": "#/components/responses/problem"},
             "406": {"$ref": "#/components/responses/problem"},
             "413": {"$ref": "#/components/responses/problem"},
@@ -165,6 +188,32 @@ def openapi_document(served_tables: tuple[Table, ...], base_url: str) -> dict[st
             "responses": {"200": {"description": "The tables.", "content": open_json}},
         }
     }
+    paths["/links"] = {
+        "post": {
+            "summary": "A link that opens one export with no header, with the caller's grant, until it expires "
+            "(never after the caller's token).",
+            "security": [{"jwt": []}],
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "path": {"type": "string", "description": "The export's path and query."},
+                                "ttl": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds."},
+                            },
+                            "required": ["path"],
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "200": {"description": "The link: url, path (with sig=), expires (Unix time).", "content": open_json},
+                "400": {"$ref": "#/components/responses/problem"},
+                "401": {"$ref": "#/components/responses/problem"},
+            },
+        }
+    }
     paths["/healthz"] = {
         "get": {
             "summary": "Whether the database answers.",
@@ -191,7 +240,14 @@ def openapi_document(served_tables: tuple[Table, ...], base_url: str) -> dict[st
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "Authorization: JWT <token> (or Bearer <token>).",
-                }
+                },
+                "link": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": LINK_PARAMETER,
+                    "description": "A link's signature (run.py link, POST /links): opens the one export it "
+                    "was made for, and its resumes (after=, snapshot=), until it expires.",
+                },
             },
             "responses": {
                 "problem": {
@@ -205,6 +261,5 @@ def openapi_document(served_tables: tuple[Table, ...], base_url: str) -> dict[st
 
 @requires_token
 async def openapi(request: web.Request) -> web.Response:
-    catalog = request.app[CATALOG]
     base = f"{request.scheme}://{request.host}" if request.host else request.app[SETTINGS].base_url
-    return web.json_response(openapi_document(catalog.tables, base))
+    return web.json_response(openapi_document(tuple(granted(request)), base))

@@ -25,10 +25,12 @@ class StandardSlots:
 
 
 async def exact_rows(lanes: Units, export: Export, cap: int) -> int:
-    """The export's rows, counted no further than cap + 1 (a walk of the key's index that stops early)."""
+    """The export's rows (those its filters keep), counted no further than cap + 1 (a walk of the key's
+    index that stops early)."""
     up_to = cap + 1 if export.limit is None else min(export.limit, cap + 1)
+    sql = count_up_to_sql(export.table, export.after, up_to, export.where_sql)
     async with lanes.connection(Lanes.FIRST) as conn:
-        return (await fetch_uncached(conn, count_up_to_sql(export.table, export.after, up_to)))[0][0]
+        return (await fetch_uncached(conn, sql))[0][0]
 
 
 async def rows_exceed(lanes: Units, export: Export, cap: int) -> bool:

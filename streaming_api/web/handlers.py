@@ -15,8 +15,10 @@ from dataclasses import replace
 import asyncpg
 from aiohttp import ClientConnectionResetError, web
 
+from ..db.filters import REQUEST_ERRORS
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
+from ..db.roles import RoleRefused, as_role, check_role, refused_role
 from ..db.snapshot_units import HeldLane, Moment, Opening
 from ..db.snapshots import NOT_HELD, SnapshotGone
 from ..db.sources import Source, where
@@ -25,9 +27,9 @@ from ..export.count import RowCount
 from ..export.pages import encoded_chunks
 from . import problems
 from .guards import exact_rows
-from .keys import CATALOG, LANES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
-from .middleware.auth import requires_token
-from .replies import Reply, make_reply, resolve_after
+from .keys import CATALOG, GRANT, LANES, SETTINGS, SOURCES, STANDARD_SLOTS, TIMING
+from .middleware.auth import accepts_link
+from .replies import Reply, make_reply, resolve_values
 from .sending import ClientGone, ClientTooSlow, abort
 from .sinks import Buffered, Streamed, content_headers, count_headers
 
@@ -36,15 +38,44 @@ log = logging.getLogger(__name__)
 # What PostgreSQL says when a table changed under a request planned with its old shape (a column or the
 # table dropped, a privilege revoked): read the catalog again, and let the client retry.
 SCHEMA_CHANGED = (asyncpg.UndefinedColumnError, asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError)
+# What PostgreSQL may still say of a filter once the export runs: the request's fault, a 400.
+FILTER_REFUSED = (*REQUEST_ERRORS, asyncpg.FeatureNotSupportedError)
+
+
+async def _role_checked(request: web.Request) -> str | None:
+    """The role the request runs as (its token's), once the service's login has shown it can assume it:
+    403 before the first byte when it cannot."""
+    role = request[GRANT].role
+    if role is None:
+        return None
+    try:
+        await check_role(request.app[LANES], role)
+    except RoleRefused as exc:
+        raise problems.role_refused(f"the service's login cannot assume role {role!r}: {exc}", role) from None
+    except DB_ERRORS as exc:
+        raise problems.unavailable(exc) from None
+    return role
+
+
+def _refused_to_role(role: str | None, exc: BaseException, reply: Reply) -> web.HTTPException | None:
+    """The 403 for what the database refused the request's role (its GRANTs), None for anything else."""
+    if role is None:
+        return None
+    if refused_role(exc):
+        return problems.role_refused(f"the service's login cannot assume role {role!r}: {exc}", role)
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return problems.role_may_not_read(role, reply.export.table.qualified, exc)
+    return None
 
 
 async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> web.StreamResponse:
     """HEAD: the headers a GET would send, with no export run (so no length: it is not known). /standard's
     count is exact, as its GET's is (a 413 stays a 413); /chunked's is what its GET would send."""
-    lanes = request.app[LANES]
-    export = await resolve_after(lanes, reply.export)
-    reply = replace(reply, export=export)
+    role = await _role_checked(request)
+    lanes = as_role(request.app[LANES], role)
     try:
+        export = await resolve_values(request.app[LANES], reply.export)
+        reply = replace(reply, export=export)
         if endpoint == "standard":
             cap = request.app[SETTINGS].standard_max_rows
             rows = await exact_rows(lanes, export, cap)
@@ -55,6 +86,13 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
             counted = await count.expected(lanes, export)
     except DB_ERRORS as exc:
         raise problems.unavailable(exc) from None
+    except asyncpg.PostgresError as exc:
+        refusal = _refused_to_role(role, exc, reply)
+        if refusal is not None:
+            raise refusal from None
+        if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+            raise problems.filter_refused(exc, reply.export.filter_parameters) from None
+        raise
     response = web.StreamResponse()
     content_headers(response, reply)
     count_headers(response, counted)
@@ -84,15 +122,18 @@ async def _send_export(
             raise problems.snapshot_gone(asked, "its server is not one this service reads")
         candidates = [named]
     sink = make_sink(reply, request.app[LANES])
+    role = None
     try:
         async with deadline:
-            # A resume's key values, read by PostgreSQL as the key's types (a 400 if they are not).
-            reply = replace(reply, export=await resolve_after(request.app[LANES], reply.export))
+            role = await _role_checked(request)
+            # A resume's key values and the filters', read by PostgreSQL as their types (a 400 if they are not).
+            reply = replace(reply, export=await resolve_values(request.app[LANES], reply.export))
             for attempt, source in enumerate(candidates):
                 assert source.lanes is not None
                 timing.source = source.label
                 try:
-                    async with _in_snapshot(request, reply, source) as (made, lanes):
+                    async with _in_snapshot(request, reply, source) as (made, units):
+                        lanes = as_role(units, role)
                         sink = make_sink(made, lanes)
                         await _export_into(request, made, sink, lanes)
                 except DB_ERRORS as exc:
@@ -117,6 +158,9 @@ async def _send_export(
             abort(request)
         raise
     except Exception as exc:
+        refusal = None if sink.response.prepared else _refused_to_role(role, exc, reply)
+        if refusal is not None:
+            raise refusal from None
         if isinstance(exc, SCHEMA_CHANGED):
             request.app[CATALOG].refresh_soon(request.app[LANES])
         if not sink.response.prepared:
@@ -128,6 +172,8 @@ async def _send_export(
                 raise problems.unavailable(exc) from None
             if isinstance(exc, SCHEMA_CHANGED):
                 raise problems.table_changed(reply.export.table.qualified) from None
+            if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+                raise problems.filter_refused(exc, reply.export.filter_parameters) from None
             raise
         # Headers are out: the only honest signal left is to cut the connection (no final chunk).
         timing.outcome = "aborted"
@@ -187,14 +233,15 @@ async def _export_into(request: web.Request, reply: Reply, sink: Buffered | Stre
     """The export itself: where /standard and /chunked part ways is the sink, what it does with each chunk."""
     await sink.before_export()
     key_range = reply.export.table.key_range
-    chunks = encoded_chunks(lanes, reply.export, request[TIMING], None if key_range is None else key_range[0])
+    smallest = None if key_range is None else key_range[0]
+    chunks = encoded_chunks(lanes, reply.export, request[TIMING], smallest, sink.counting)
     async with contextlib.aclosing(chunks):
         async for chunk in chunks:
             await sink.take(chunk)
     await sink.finish()
 
 
-@requires_token
+@accepts_link
 async def standard(request: web.Request) -> web.StreamResponse:
     """Every requested row from one COPY, the whole body built in memory, sent with a Content-Length."""
     reply = make_reply(request, "standard")
@@ -214,7 +261,7 @@ async def standard(request: web.Request) -> web.StreamResponse:
         slots.release()
 
 
-@requires_token
+@accepts_link
 async def chunked(request: web.Request) -> web.StreamResponse:
     """Each page written as its own chunk as soon as PostgreSQL returns it, awaiting every write."""
     reply = make_reply(request, "chunked")

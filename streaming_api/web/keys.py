@@ -11,6 +11,8 @@ from aiohttp import web
 from ..db.lanes import Lanes
 from ..db.served import Catalog
 from ..db.sources import Sources
+from ..grants import Grant
+from ..names import Pattern
 from ..settings import Settings
 from ..tokens import Keys
 from .guards import StandardSlots
@@ -27,6 +29,8 @@ class DatabaseState:
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("jwt_keys", Keys)
+# What a token without a `tables` claim may read (the default_grant setting, parsed once).
+DEFAULT_GRANT = web.AppKey("default_grant", tuple[Pattern, ...])
 # Set by the database cleanup context once the pool is open.
 POOL = web.AppKey("pool", asyncpg.Pool)
 LANES = web.AppKey("lanes", Lanes)
@@ -43,3 +47,5 @@ OBSERVER = web.AppKey("request_observer", RequestObserver)
 
 TIMING = web.RequestKey("timing", RequestTiming)
 CLAIMS = web.RequestKey("jwt_claims", dict)
+# What the token (or link) lets the request read, and the role it reads as.
+GRANT = web.RequestKey("grant", Grant)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..export.formats import FORMATS, Format
 from ..export.request import BadParameter
+from ..links import LINK_PARAMETER
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,15 @@ def json_error(
 
 
 def bad_parameter(exc: BadParameter) -> web.HTTPException:
-    return json_error(web.HTTPBadRequest, "bad_parameter", str(exc), parameter=exc.name)
+    return json_error(web.HTTPBadRequest, "bad_parameter", str(exc), parameter=exc.name, **exc.extra)
+
+
+def filter_refused(exc: BaseException, parameters: list[str]) -> web.HTTPException:
+    """PostgreSQL refused a filter when the export ran (its values and operators were checked before: this is
+    what a check cannot foresee, such as ILIKE on a nondeterministic collation)."""
+    log.info("PostgreSQL refused a filter: %s", type(exc).__name__)
+    detail = f"PostgreSQL refused the filters ({', '.join(parameters)}): {str(exc).splitlines()[0][:300]}"
+    return json_error(web.HTTPBadRequest, "bad_filter", detail, parameters=parameters)
 
 
 def not_acceptable(accept: str | None) -> web.HTTPException:
@@ -105,9 +114,11 @@ def standard_busy(limit: int) -> web.HTTPException:
 
 
 def _chunked_url(request: web.Request) -> str:
-    """The same request on /chunked (the same table, format and parameters)."""
+    """The same request on /chunked (the same table, format and parameters; a link's signature, bound to
+    /standard, left out)."""
     path = "/chunked" + request.rel_url.raw_path.removeprefix("/standard")
-    return str(request.rel_url.with_path(path, encoded=True).with_query(request.rel_url.query))
+    query = [(name, value) for name, value in request.rel_url.query.items() if name != LINK_PARAMETER]
+    return str(request.rel_url.with_path(path, encoded=True).with_query(query))
 
 
 def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:
@@ -172,4 +183,32 @@ def snapshot_gone(asked: tuple[str, str], why: str) -> web.HTTPException:
         "snapshot_gone",
         f"the snapshot {name} cannot be continued: {why}; restart the export (without snapshot= and after=)",
         snapshot=name,
+    )
+
+
+def table_not_granted(name: str) -> web.HTTPException:
+    """A served table the token may not read (its tables claim, or the default_grant setting)."""
+    return json_error(
+        web.HTTPForbidden,
+        "table_not_granted",
+        f"this token may not read {name[:200]!r}; GET /tables lists the tables it may",
+        table=name[:200],
+    )
+
+
+def role_refused(detail: str, role: str | None = None) -> web.HTTPException:
+    """The token's role cannot be used: roles are off here, or the service's login cannot assume it."""
+    extra = {} if role is None else {"role": role}
+    return json_error(web.HTTPForbidden, "role_refused", detail, **extra)
+
+
+def role_may_not_read(role: str, name: str, exc: BaseException) -> web.HTTPException:
+    """The database refused the role what the request reads (its GRANTs): PostgreSQL's own words."""
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return json_error(
+        web.HTTPForbidden,
+        "role_may_not_read",
+        f"the database does not let role {role!r} read {name[:200]}: {reason}",
+        role=role,
+        table=name[:200],
     )

@@ -7,23 +7,30 @@ table). A name that is not served is a 404 that says the same whether the table 
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 from aiohttp import web
+from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from ..db.catalog import Table
+from ..db.filters import FilterError, Where
+from ..db.filters import check as check_filters
 from ..db.lanes import Lanes
 from ..db.statements import validate_key_sql
 from ..export.formats import BY_EXTENSION, Format, NotAcceptable
 from ..export.request import BadParameter, Export, FormatUnavailable, parse_export
+from ..links import LINK_PARAMETER
 from ..settings import Settings
 from . import encoding, problems
-from .keys import CATALOG, SETTINGS, TIMING
+from .keys import CATALOG, GRANT, SETTINGS, TIMING
 
 # The parameters each endpoint takes.
 PARAMETERS = {"format", "limit", "after", "after_id", "columns", "snapshot"}
 CHUNKED_PARAMETERS = PARAMETERS | {"page_size"}
+# Names that never filter, whichever endpoint: every endpoint's parameters, and credentials (token=). A
+# column of such a name is filtered in double quotes ("limit"=eq.5).
+RESERVED = frozenset(CHUNKED_PARAMETERS | {"token", "sig"})
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,15 @@ class Reply:
 
 
 def _table(request: web.Request) -> tuple[Table, Format | None]:
-    """The served table the path names, and the format its suffix names (if any)."""
+    """The served table the path names, and the format its suffix names (if any); 403 if the request's
+    grant does not cover it."""
+    served, path_format = _served(request)
+    if not request[GRANT].covers(served):
+        raise problems.table_not_granted(served.url_name)
+    return served, path_format
+
+
+def _served(request: web.Request) -> tuple[Table, Format | None]:
     catalog = request.app[CATALOG]
     extension = request.match_info.get("extension")
     if "table" not in request.match_info:
@@ -57,6 +72,13 @@ def _table(request: web.Request) -> tuple[Table, Format | None]:
     raise problems.table_not_found(name)
 
 
+def without_link(query: MultiMapping[str]) -> MultiMapping[str]:
+    """The query a link's request asks for, its signature (checked by the auth middleware) left out."""
+    if LINK_PARAMETER not in query:
+        return query
+    return MultiDictProxy(MultiDict((name, value) for name, value in query.items() if name != LINK_PARAMETER))
+
+
 def make_reply(request: web.Request, endpoint: str) -> Reply:
     settings = request.app[SETTINGS]
     timing = request[TIMING]
@@ -67,15 +89,17 @@ def make_reply(request: web.Request, endpoint: str) -> Reply:
     accept = ",".join(request.headers.getall("Accept", [])) or None
     try:
         export = parse_export(
-            request.query,
+            without_link(request.query),
             served,
             accept,
             CHUNKED_PARAMETERS if streaming else PARAMETERS,
             default_page_size=settings.page_size if streaming else None,
+            whole_page_size=min(settings.arrow_page_size, settings.max_page_size) if streaming else None,
             max_page_size=settings.max_page_size,
             first_page_size=settings.first_page_size if streaming else None,
             path_format=path_format,
             page_bytes=settings.page_bytes if streaming else None,
+            reserved=RESERVED,
         )
     except BadParameter as exc:
         raise problems.bad_parameter(exc) from None
@@ -93,21 +117,30 @@ def make_reply(request: web.Request, endpoint: str) -> Reply:
     return Reply(export, coding)
 
 
-async def resolve_after(lanes: Lanes, export: Export) -> Export:
-    """`after` read as the key's types by PostgreSQL, and returned as the literals it writes for them; a
-    value that is not one of them is a 400 naming the parameter and the type."""
-    if export.after_text is None:
+async def resolve_values(lanes: Lanes, export: Export) -> Export:
+    """The request's values read as their columns' types by PostgreSQL, and kept as the literals it writes
+    for them: `after` (unless an integer already checked) and the filters' (db.filters.check). A value that
+    is not one of them is a 400 naming the parameter and the type. Nothing to read: no statement."""
+    if export.after_text is None and (not export.filters or export.where is not None):
         return export
     served = export.table
-    try:
-        async with lanes.connection(Lanes.FIRST) as conn:
-            prepared = await conn.prepare(validate_key_sql(served), name="")
-            literals = await prepared.fetchrow(*export.after_text)
-    except asyncpg.DataError as exc:
-        types = ", ".join(f"{name} {served.column(name).declared}" for name in served.key)  # type: ignore[union-attr]
-        detail = f"{str(exc).splitlines()[0]} (the key of {served.qualified} is {types})"
-        raise problems.bad_parameter(BadParameter("after", detail)) from None
-    return export.resolved(tuple(literals))
+    async with lanes.connection(Lanes.FIRST) as conn:
+        if export.after_text is not None:
+            try:
+                prepared = await conn.prepare(validate_key_sql(served), name="")
+                literals = await prepared.fetchrow(*export.after_text)
+            except asyncpg.DataError as exc:
+                types = ", ".join(f"{name} {served.column(name).declared}" for name in served.key)  # type: ignore[union-attr]
+                detail = f"{str(exc).splitlines()[0]} (the key of {served.qualified} is {types})"
+                raise problems.bad_parameter(BadParameter("after", detail)) from None
+            export = export.resolved(tuple(literals))
+        if export.filters and export.where is None:
+            try:
+                filters = await check_filters(conn, served, export.filters)
+            except FilterError as exc:
+                raise problems.bad_parameter(BadParameter.of_filter(exc)) from None
+            export = replace(export, filters=filters, where=Where(served, filters))
+    return export
 
 
 def content_disposition(served: Table, fmt: Format) -> str:

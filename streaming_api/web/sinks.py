@@ -14,12 +14,13 @@ from aiohttp import HttpVersion11, web
 
 from ..db.lanes import Units
 from ..db.pool import DB_ERRORS
+from ..db.roles import role_of
 from ..export import count
 from ..export.count import RowCount
 from ..export.pages import Chunk
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import SETTINGS, TIMING
+from .keys import LANES, SETTINGS, TIMING
 from .replies import Reply, content_disposition
 from .sending import send_within
 
@@ -55,9 +56,11 @@ async def _snapshot_name(reply: Reply) -> str | None:
     return None if reply.export.snapshot is None else await reply.export.snapshot.name()
 
 
-def count_headers(response: web.StreamResponse, rows: RowCount) -> None:
-    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise."""
-    response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
+def count_headers(response: web.StreamResponse, rows: RowCount | None) -> None:
+    """How many rows the body carries: X-Row-Count when exact, X-Row-Count-Estimate otherwise (neither
+    when not known)."""
+    if rows is not None:
+        response.headers["X-Row-Count" if rows.exact else "X-Row-Count-Estimate"] = str(rows.rows)
 
 
 def start_counting(reply: Reply, lanes: Units) -> asyncio.Task[RowCount]:
@@ -82,11 +85,16 @@ class Buffered:
         self._bytes = 0
         self._rows = 0
 
+    # No row estimate is made beside a /standard export (its count comes with its body).
+    counting = None
+
     async def before_export(self) -> None:
         """Refuse before running it an export over the row cap: counted (up to the cap) only where the
         table's figures say it may be; the cap also holds as the rows come (the COPY asks for one more)."""
         cap = self.request.app[SETTINGS].standard_max_rows
-        if count.estimate(self.export).rows > cap and await rows_exceed(self.lanes, self.export, cap):
+        # Filtered: the catalog knows nothing of the filter, the planner estimates what it keeps.
+        figures = await count.planned(self.lanes, self.export) if self.export.filters else count.estimate(self.export)
+        if figures.rows > cap and await rows_exceed(self.lanes, self.export, cap):
             raise problems.too_many_rows(self.request, cap)
 
     async def take(self, chunk: Chunk) -> None:
@@ -140,14 +148,33 @@ class Streamed:
         self._count: asyncio.Task[RowCount] | None = None
 
     async def before_export(self) -> None:
-        # Counted beside the first page, on a connection of its own.
-        self._count = start_counting(self.reply, self.lanes)
+        # Counted beside the first page, on a connection of its own. Not under a role: the catalog's figures
+        # are the whole table's, and a count under row-level security can take as long as the rows (a
+        # policy the planner misjudges), holding the snapshot's first statement, so the first byte. A
+        # filtered export's count is an EXPLAIN, which reads no snapshot: straight to PostgreSQL it runs on
+        # the shared lanes, never first on the snapshot's holder, where the first page runs (behind a
+        # pooler, the export's one connection).
+        if role_of(self.lanes) is not None:
+            return
+        plain = self.request.app[LANES]
+        lanes = plain if self.export.filters and plain.unit_begin is None else self.lanes
+        self._count = start_counting(self.reply, lanes)
 
-    async def _expected_rows(self) -> RowCount:
+    @property
+    def counting(self) -> asyncio.Task[RowCount] | None:
+        """The row count being made beside the first page (once before_export has started it)."""
+        return self._count
+
+    async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
-        first byte never waits for it, and the headers always carry one."""
-        assert self._count is not None
+        first byte never waits for a count. A filtered export's is the planner's estimate, waited for (an
+        EXPLAIN, which reads no row: the catalog's figures know nothing of the filter). None under a role
+        (no count was started)."""
+        if self._count is None:
+            return None
         try:
+            if self.export.filters:
+                return await asyncio.shield(self._count)
             return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
         except (TimeoutError, *DB_ERRORS):
             self._count.cancel()

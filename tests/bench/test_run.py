@@ -210,6 +210,44 @@ def test_bench_measures_arrow_against_its_own_floor_and_against_ndjson(bench_run
     assert "arrow export loaded" in bench_run.stdout
 
 
+def test_bench_reads_arrow_into_a_table_through_read_table_and_adbc_alternately(bench_run):
+    for group in [g for g in bench_run.doc["groups"] if g["format"] == "arrow"]:
+        measured = [r for r in group["table_reads"] if not r["warmup"]]
+        # One round per repeat, each reader in turn: the service's read last, as each direct read came before it.
+        assert [r["reader"] for r in measured][-1] == "read_table"
+        assert {r["reader"] for r in measured} >= {"adbc", "read_table"}
+        for read in group["table_reads"]:
+            assert read["ok"] and read["error"] is None
+            assert read["rows"] == BENCH_ROWS and read["total_ms"] > 0
+            assert read["postgres_cpu_s"] is not None
+        service = [r for r in measured if r["reader"] == "read_table"]
+        assert all(r["server_cpu_s"] is not None for r in service)
+
+
+def test_bench_puts_read_table_over_adbc_in_the_headline_beside_arrow_over_ndjson(bench_run):
+    (chunked,) = [s for s in bench_run.doc["summary"] if s["endpoint"] == "chunked" and s["format"] == "arrow"]
+    reads = chunked["table_reads"]
+    assert reads["adbc"]["over_adbc"] == 1.0
+    assert reads["read_table"]["over_adbc"] == pytest.approx(
+        reads["read_table"]["total_ms"]["median"] / reads["adbc"]["total_ms"]["median"]
+    )
+    arrow = bench_run.doc["headline"][str(BENCH_ROWS)]["chunked_arrow"]
+    assert arrow["read_table_over_adbc"] == reads["read_table"]["over_adbc"]
+    assert arrow["total_over_adbc"] > 0 and arrow["total_over_ndjson"] > 0
+    assert "/chunked arrow read_table ÷ ADBC direct (pyarrow.Table)" in bench_run.stdout
+    assert "Into a pyarrow.Table" in bench_run.stdout
+
+
+def test_bench_finds_read_tables_table_equal_to_adbcs_on_points(bench_run):
+    for group in [g for g in bench_run.doc["groups"] if g["format"] == "arrow"]:
+        compared = group["schemas"]["adbc"]
+        assert compared["same_names"] and compared["type_differences"] == []
+        assert compared["columns_with_other_values"] == []
+        assert compared["columns_compared"] == 6
+        assert compared["rows"] == [BENCH_ROWS, BENCH_ROWS]
+    assert "/chunked against adbc: the same types; the same values in all 6 columns" in bench_run.stdout
+
+
 def test_bench_draws_the_plot(bench_run):
     assert bench_run.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

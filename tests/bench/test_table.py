@@ -92,6 +92,19 @@ def test_bench_on_orders_floors_copy_exactly_the_tables_rows(orders_run):
         assert summary["floor_ratio"] > 0
 
 
+def test_bench_on_orders_compares_read_tables_table_with_adbcs_types_included(orders_run):
+    for group in [g for g in orders_run.doc["groups"] if g["format"] == "arrow"]:
+        assert all(read["ok"] and read["rows"] == ORDERS_ROWS for read in group["table_reads"])
+        compared = group["schemas"]["adbc"]
+        # docs/types.md: a numeric(p,s) is a decimal128 here, numeric's text (arrow.opaque) from ADBC.
+        assert [d["column"] for d in compared["type_differences"]] == ["amount"]
+        assert compared["type_differences"][0]["service"] == "decimal128(12, 2)"
+        assert compared["columns_compared"] == 12 and compared["columns_with_other_values"] == []
+    headline = orders_run.doc["headline"][str(ORDERS_ROWS)]["chunked_arrow"]
+    assert headline["type_differences_from_adbc"] == ["amount"]
+    assert headline["read_table_over_adbc"] > 0
+
+
 def test_bench_on_orders_names_the_table_its_columns_and_what_was_checked(orders_run):
     table = orders_run.doc["table"]
     assert table["name"] == "orders" and table["key"] == ["id"] and table["demo"] is True

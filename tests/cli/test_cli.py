@@ -19,6 +19,34 @@ def test_token_command_prints_a_token_that_verifies(tmp_path):
     assert claims["exp"] - claims["iat"] == 120
 
 
+def test_token_command_carries_the_tables_and_the_role_it_is_given(tmp_path):
+    result = run_cli(
+        ["token", "--tables", 'orders,points,"Odd, name".*', "--role", "analyst", "--ttl", "600"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    claims = verify(load_keys(settings_module.build({"data_dir": str(tmp_path)})), f"JWT {result.stdout.strip()}")
+    assert claims["tables"] == ["orders", "points", '"Odd, name".*']
+    assert claims["role"] == "analyst"
+    assert claims["exp"] - claims["iat"] == 600
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["token", "--tables", '"unclosed'], "--tables: "),
+        (["token", "--role", "none"], "--role names no role"),
+        (["token", "--role", "r" * 64], "--role is longer than"),
+        (["link", "/tables"], "a link opens an export"),
+        (["link", "/chunked?sig=x"], "already holds a sig="),
+    ],
+)
+def test_a_bad_grant_or_link_target_is_refused_in_one_line(tmp_path, args, said):
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("args", [["token"], ["serve"], ["--help"]])
 def test_a_python_without_the_requirements_is_told_in_one_line_to_activate_the_virtualenv(tmp_path, args):
     # -S: no site-packages, as a python3 outside the virtualenv (none of the requirements installed).
@@ -30,7 +58,9 @@ def test_a_python_without_the_requirements_is_told_in_one_line_to_activate_the_v
     assert ". .venv/bin/activate" in line and "pip install -r requirements.txt" in line
 
 
-@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["seed", "--help"], ["token", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["serve", "--help"], ["seed", "--help"], ["token", "--help"], ["link", "--help"]]
+)
 def test_help_exits_zero_and_explains_usage(tmp_path, args):
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr

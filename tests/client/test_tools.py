@@ -103,3 +103,10 @@ async def test_pandas_reads_the_csv_url_with_the_token_in_its_storage_options(se
     url = str(server.make_url("/chunked.csv"))
     frame = await asyncio.to_thread(pd.read_csv, url, storage_options={"Authorization": f"JWT {token}"})
     assert frame["id"].tolist() == list(range(1, ROWS + 1))
+
+
+async def test_duckdb_reads_a_filtered_url_as_the_filter_means(server, duck, table_rows):
+    url = server.make_url("/chunked.csv").with_query({"value": "lt.10", "x": "gte.500"})
+    [(rows, ids)] = await _sql(duck, f"SELECT count(*), sum(id) FROM read_csv('{url}')")
+    kept = [row["id"] for row in table_rows if row["value"] < 10 and row["x"] >= 500]
+    assert (rows, ids) == (len(kept), sum(kept)) and 0 < rows < ROWS

@@ -7,13 +7,17 @@ import datetime as dt
 import io
 import subprocess
 import sys
+from urllib.parse import parse_qsl
 
 import aiohttp
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
 import pytest
+from multidict import MultiDict
 
+from streaming_api.db.catalog import Column, PgType, Table
+from streaming_api.export.request import parse_export
 from streaming_api.settings import PROJECT_ROOT
 from tests.support.bodies import ENDPOINTS, raw_rows
 from tests.support.pg import ROWS, while_the_database_fails
@@ -72,6 +76,44 @@ async def test_chunked_sends_one_record_batch_per_page_the_small_first_page_too(
     assert sizes[1:-1] == [500] * (len(sizes) - 2)
     assert sum(sizes) == ROWS
     assert body.endswith(END_OF_STREAM)
+
+
+async def test_chunked_arrow_pages_hold_arrow_page_size_rows_without_page_size(settings, auth):
+    async with running(settings.replace(arrow_page_size=700)) as server:
+        response = await server.session.get(f"{server.url}/chunked?format=arrow", headers=auth)
+        body = await response.read()
+    sizes = [batch.num_rows for batch in pa.ipc.open_stream(body)]
+    assert sizes == [settings.first_page_size, 700, 700, 700, ROWS - settings.first_page_size - 2100]
+
+
+async def test_max_page_size_caps_arrows_page_size_without_refusing_to_start(settings, auth):
+    async with running(settings.replace(max_page_size=800, page_size=800)) as server:
+        response = await server.session.get(f"{server.url}/chunked?format=arrow", headers=auth)
+        body = await response.read()
+    sizes = [batch.num_rows for batch in pa.ipc.open_stream(body)]
+    assert sizes == [settings.first_page_size, 800, 800, ROWS - settings.first_page_size - 1600]
+
+
+@pytest.mark.parametrize(
+    ("query", "row_bytes", "page_size"),
+    [
+        ("format=arrow", None, 700),
+        # About a sixteenth of page_bytes: 8 MB / 16 / 1,000 bytes a row.
+        ("format=arrow", 1000.0, 524),
+        ("format=arrow", 10.0, 700),
+        ("format=arrow&page_size=300", 1000.0, 300),
+        ("format=ndjson", 1000.0, 1000),
+    ],
+)
+def test_arrow_pages_default_to_their_own_size_and_every_other_format_to_page_size(query, row_bytes, page_size):
+    int8 = PgType(20, "pg_catalog", "int8", "b", "N")
+    columns = (Column("id", int8, -1, False, "bigint"),)
+    table = Table(1, "public", "points", "table", True, columns, ("id",), row_bytes=row_bytes)
+    allowed = {"format", "page_size"}
+    export = parse_export(
+        MultiDict(parse_qsl(query)), table, None, allowed, 1000, 10_000, page_bytes=8 << 20, whole_page_size=700
+    )
+    assert export.page_size == page_size
 
 
 async def test_polars_reads_the_stream(client, auth):

@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
@@ -270,3 +271,23 @@ async def test_the_share_done_and_the_time_left_follow_the_count(page, page_serv
     await page.goto(str(page_server.make_url("/")))
     shown = await page.evaluate(f"() => progressTexts(250, 1, {{rows: 1000, exact: {str(exact).lower()}}}, 'running')")
     assert shown == texts
+
+
+@in_chromium
+async def test_make_link_gives_a_url_that_opens_the_export_with_no_header(page, page_server, token):
+    await page.goto(str(page_server.make_url(f"/#token={token}")))
+    await page.wait_for_function(TABLES_LISTED, within=RUN_DEADLINE_SECONDS)
+    await page.select("#table", url_name(OTHER_SCHEMA, QUOTED_TABLE, qualified=True))
+    await page.evaluate("() => { document.querySelector('#limit').value = '25'; }")
+    await page.click("#make-link")
+    await page.wait_for_function(
+        "() => ['made', 'error'].includes(document.querySelector('#link-url').dataset.state)", within=30
+    )
+    link = await page.evaluate("() => document.querySelector('#link-url').value")
+    assert "sig=" in link, link
+    async with aiohttp.ClientSession() as session, session.get(link) as response:
+        assert response.status == 200
+        body = await response.text()
+    assert body.splitlines()[0] == 'id,Wert €,"a, b"'
+    assert len(body.splitlines()) == 26
+    assert page.errors == []

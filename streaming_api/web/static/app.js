@@ -573,6 +573,54 @@ async function runPanels(which) {
   for (const panel of which) panel.run(startedAt, table);
 }
 
+// ---- a link: the server signs the chosen export with this tab's token (POST /links) ----
+
+const linkUrl = document.getElementById("link-url");
+
+function linkPath() {
+  const endpoint = document.getElementById("link-endpoint").value;
+  const table = chosenTable();
+  const url = new URL(table ? table.urls[endpoint] : `/${endpoint}`, location.origin);
+  url.searchParams.set("format", document.getElementById("link-format").value);
+  if (limitInput.value !== "") url.searchParams.set("limit", limitInput.value);
+  return url.pathname + url.search;
+}
+
+async function makeLink() {
+  linkUrl.value = "";
+  delete linkUrl.dataset.state;
+  await tablesLoading;
+  const ttl = Number(document.getElementById("link-ttl").value || 900);
+  try {
+    const response = await fetch("/links", {
+      method: "POST",
+      headers: { ...authorization(), "Content-Type": "application/json" },
+      body: JSON.stringify({ path: linkPath(), ttl }),
+      cache: "no-store",
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.status === 401) showUnauthorized(body.detail || response.statusText);
+    if (!response.ok) {
+      linkUrl.dataset.state = "error";
+      linkUrl.value = `${response.status} ${body.error || "error"}: ${body.detail || response.statusText}`;
+      return;
+    }
+    message.hidden = true;
+    linkUrl.value = body.url;
+    linkUrl.dataset.state = "made";
+    linkUrl.title = `expires ${new Date(body.expires * 1000).toLocaleString()}`;
+    linkUrl.select();
+  } catch (error) {
+    linkUrl.dataset.state = "error";
+    linkUrl.value = `no link: ${error.message}`;
+  }
+}
+
+document.getElementById("link-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  makeLink();
+});
+
 document.getElementById("controls").addEventListener("submit", (event) => {
   event.preventDefault();
   runPanels(panels);
