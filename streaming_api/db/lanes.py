@@ -126,7 +126,7 @@ class Lanes:
                 if begin is None:
                     yield conn
                 else:
-                    async with _transaction(conn, begin, self.make_room):
+                    async with transaction_on(conn, begin, self.make_room):
                         yield conn
         finally:
             self._free += 1
@@ -201,7 +201,9 @@ class Reading:
 
 
 @contextlib.asynccontextmanager
-async def _transaction(conn: asyncpg.Connection, begin: str, make_room: MakeRoom | None) -> AsyncIterator[None]:
+async def transaction_on(
+    conn: asyncpg.Connection, begin: str, make_room: MakeRoom | None = None
+) -> AsyncIterator[None]:
     """BEGIN (with its SET LOCALs) ... COMMIT in two simple-protocol round trips; rolled back on failure,
     so the pool gets the connection back clean (asyncpg would roll back too, but report it as an error)."""
     await patiently(conn.execute(begin), make_room)

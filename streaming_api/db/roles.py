@@ -22,16 +22,14 @@ role the login cannot assume is refused before any byte is sent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 
-from .lanes import Lanes, Output, Units
+from .lanes import Lanes, Output, Units, transaction_on
 from .statements import quote_identifier
 
-ROLLBACK_SECONDS = 1.0
 # What PostgreSQL says when SET ROLE is refused: no such role (22023), not a member of it (42501).
 REFUSED = (asyncpg.InvalidParameterValueError, asyncpg.InsufficientPrivilegeError)
 
@@ -88,15 +86,8 @@ class AsRole:
                     await conn.execute(self._set)
                     yield conn
                     return
-                await conn.execute(f"BEGIN; {self._set}")
-                try:
+                async with transaction_on(conn, f"BEGIN; {self._set}"):
                     yield conn
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(ROLLBACK_SECONDS):
-                            await conn.execute("ROLLBACK")
-                    raise
-                await conn.execute("COMMIT")
 
     @contextlib.asynccontextmanager
     async def transaction(self, priority: int, long: bool = False) -> AsyncIterator[asyncpg.Connection]:

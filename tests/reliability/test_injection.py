@@ -17,7 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.support import filtered
-from tests.support.filtered import INJECTIONS, NAMES, Unreadable, Wanted, ids_of, oracle
+from tests.support.filtered import INJECTIONS, NAMES, Unreadable, Wanted, ids_of, oracle, replace_unescaped
 
 FORMATS = ("ndjson", "csv", "json", "arrow")
 # What a row of canary holds: no body may ever carry it.
@@ -58,15 +58,7 @@ TEXT_COLUMNS = ("note", 'it\'s "quoted"')
 
 def _escape_stars(pattern: str) -> str:
     """A LIKE pattern whose every unescaped * is escaped: * is PostgREST's %, so a literal star is \\*."""
-    out, index = [], 0
-    while index < len(pattern):
-        if pattern[index] == "\\":
-            out.append(pattern[index : index + 2])
-            index += 2
-            continue
-        out.append("\\*" if pattern[index] == "*" else pattern[index])
-        index += 1
-    return "".join(out)
+    return replace_unescaped(pattern, "*", "\\*")
 
 
 @st.composite

@@ -177,13 +177,18 @@ class Wanted:
 
 def _starred(pattern: str) -> str:
     """A LIKE pattern with each unescaped % written as PostgREST's *."""
+    return replace_unescaped(pattern, "%", "*")
+
+
+def replace_unescaped(pattern: str, char: str, by: str) -> str:
+    """`pattern` with each `char` not escaped by a backslash written as `by` (escaped pairs kept as they are)."""
     out, index = [], 0
     while index < len(pattern):
         if pattern[index] == "\\":
             out.append(pattern[index : index + 2])
             index += 2
             continue
-        out.append("*" if pattern[index] == "%" else pattern[index])
+        out.append(by if pattern[index] == char else pattern[index])
         index += 1
     return "".join(out)
 
