@@ -11,14 +11,14 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, assume, given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from streaming_api.client import download, stream_rows
 from streaming_api.web.app import create_app
-from tests.reliability.test_injection import wanted
-from tests.support.filtered import Unreadable, Wanted, ids_of, oracle
+from tests.reliability.test_injection import PLAUSIBLE
+from tests.support.filtered import Wanted, ids_of, oracle
 from tests.support.relay import CuttingRelay
 
 # Keeps about two thirds of the rows: dozens of pages of 7, each missing some rows (one column filtered twice).
@@ -27,6 +27,24 @@ KEEPS_MANY = [
     Wanted("$1", "gte", ("2",)),
     Wanted("$1", "lt", ("16",)),
 ]
+
+
+# Every column with an order (json has none), each filtered with values its type reads: filters that keep rows.
+ORDERED = ("id", "$1", 'it\'s "quoted"', "with space", "ünïcode ✓", "limit", "flag", "note", "at", "score", "mood")
+ORDERED += ("amount", "tags")
+
+
+@st.composite
+def kept(draw: st.DrawFn) -> Wanted:
+    column = draw(st.sampled_from(ORDERED))
+    operator = draw(st.sampled_from(("eq", "neq", "gt", "gte", "lt", "lte", "in", "is")))
+    if operator == "is":
+        values: tuple[str, ...] = (draw(st.sampled_from(("null", "not_null"))),)
+    elif operator == "in":
+        values = tuple(draw(st.lists(PLAUSIBLE[column], min_size=1, max_size=5)))
+    else:
+        values = (draw(PLAUSIBLE[column]),)
+    return Wanted(column, operator, values, draw(st.booleans()))
 
 
 def _query(filters: list[Wanted], **others: str) -> str:
@@ -42,7 +60,7 @@ async def conn(filtered_url) -> AsyncIterator[asyncpg.Connection]:
 
 @hypothesis_settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    filters=st.lists(wanted(), min_size=1, max_size=2),
+    filters=st.lists(kept(), min_size=1, max_size=2),
     cut=st.floats(min_value=0, max_value=1),
     page_size=st.integers(min_value=1, max_value=20),
     fmt=st.sampled_from(("ndjson", "csv", "arrow")),
@@ -50,13 +68,11 @@ async def conn(filtered_url) -> AsyncIterator[asyncpg.Connection]:
 async def test_a_filtered_export_resumed_after_any_row_gives_the_rest(
     filtered_client, auth, conn, filters, cut, page_size, fmt
 ):
-    try:
-        expected = await oracle(conn, filters)
-    except Unreadable:
-        expected = []
-    assume(expected)
+    expected = await oracle(conn, filters)
     whole = await filtered_client.get(f"/chunked/things?{_query(filters, format=fmt)}", headers=auth)
     assert ids_of(fmt, await whole.read()) == expected
+    if not expected:
+        return  # nothing to resume after
     at = min(int(cut * len(expected)), len(expected) - 1)
     query = _query(filters, format=fmt, after=str(expected[at]), page_size=str(page_size))
     rest = await filtered_client.get(f"/chunked/things?{query}", headers=auth)
