@@ -149,7 +149,8 @@ class Snapshots:
                     if self._recent is None:
                         await conn.execute(opening)
                     else:
-                        await copy_out(conn, f"{opening}; {self._recent}", _dropped)
+                        # A warm-up never waits for a lock (a migration's, say): it just fails.
+                        await copy_out(conn, f"{opening}; SET LOCAL lock_timeout = 1; {self._recent}", _dropped)
                     self._warm.add(pid)
         finally:
             for conn in taken:

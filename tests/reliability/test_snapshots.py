@@ -204,7 +204,7 @@ async def test_a_role_that_hears_no_notices_still_gets_its_snapshot(aiohttp_clie
     database = await conn.fetchval("SELECT current_database()")
     await conn.execute(f'ALTER DATABASE "{database}" SET client_min_messages = error')
     try:
-        client = await aiohttp_client(create_app(settings.replace(tables=(TABLE,))))
+        client = await aiohttp_client(create_app(settings.replace(tables=(TABLE,), snapshot_grace=60)))
         response = await client.get(f"{PATH}?format=csv&page_size=100&limit=500", headers=auth)
         body = await response.read()
         snapshot = response.headers["X-Snapshot"]
