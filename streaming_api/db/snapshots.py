@@ -281,7 +281,8 @@ class Snapshots:
         for task in (self._expiry, self._readying):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Its own failure (a warm-up that met a lock, say) was logged when it ended: not the close's.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         for held in [*self._active, *self._graced]:
             with contextlib.suppress(Exception):
