@@ -158,9 +158,9 @@ def verify(keys: Keys, authorization: str | None) -> dict[str, Any]:
     return claims
 
 
-def decode(keys: Keys, token: str, require: tuple[str, ...] = ()) -> dict[str, Any]:
+def decode(keys: Keys, token: str) -> dict[str, Any]:
     """The claims of a token or a link's signature, or AuthError saying what is wrong (exp is always
-    required, and the claims in `require`)."""
+    required)."""
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError(f"token longer than {MAX_TOKEN_BYTES} bytes")
     if not _TOKEN_CHARS.fullmatch(token):
@@ -168,12 +168,12 @@ def decode(keys: Keys, token: str, require: tuple[str, ...] = ()) -> dict[str, A
         raise AuthError("malformed token")
     try:
         try:
-            return _decode(keys, token, keys.verify_key, require)
+            return _decode(keys, token, keys.verify_key)
         except jwt.InvalidSignatureError:
             if keys.former_verify_key is None:
                 raise
             # Signed before the upgrade with the former key of the same secret file: still good until it expires.
-            return _decode(keys, token, keys.former_verify_key, require)
+            return _decode(keys, token, keys.former_verify_key)
     except jwt.MissingRequiredClaimError as exc:
         # exp is always required, aud and iss when configured: name the one that is missing.
         raise AuthError(f"token lacks the required claim {exc.claim}") from None
@@ -186,7 +186,7 @@ def decode(keys: Keys, token: str, require: tuple[str, ...] = ()) -> dict[str, A
         raise AuthError("malformed token") from None
 
 
-def _decode(keys: Keys, token: str, key: Any, require: tuple[str, ...]) -> dict[str, Any]:
+def _decode(keys: Keys, token: str, key: Any) -> dict[str, Any]:
     return jwt.decode(
         token,
         key,
@@ -194,5 +194,5 @@ def _decode(keys: Keys, token: str, key: Any, require: tuple[str, ...]) -> dict[
         audience=keys.audience,
         issuer=keys.issuer,
         leeway=keys.leeway,
-        options={"require": ["exp", *require]},
+        options={"require": ["exp"]},
     )

@@ -81,8 +81,6 @@ class Options:
     on_retry: Callable[[Retry], None] | None = None
     on_count: Callable[[RowCount], None] | None = None
     compressed: bool = True
-    # The snapshot to read (server:id, as a response's X-Snapshot said); None: the export's own.
-    snapshot: str | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.backoff < 0:
@@ -162,7 +160,8 @@ async def resumable(options: Options, new_decoder: NewDecoder[T]) -> AsyncIterat
     after = options.after
     # The key the first response named: every resumed response must name the same.
     key: Key | None = None
-    snapshot = options.snapshot
+    # The snapshot a resume continues in (a response's X-Snapshot); None until one names it.
+    snapshot: str | None = None
     failures = 0
     # Whether a server has answered yet: until one has, a refused connection is a wrong URL, not a restart.
     answered = False

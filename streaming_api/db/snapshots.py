@@ -235,7 +235,7 @@ class Snapshots:
         if held.settling is not None:
             with contextlib.suppress(BaseException):
                 await held.settling
-        if self._grace <= 0 or held.broken or held.id is None or self.held >= self._limit + 1:
+        if self._grace <= 0 or held.broken or held.id is None or self.held >= self._limit:
             await self._let_go(held)
             return
         held.until = time.monotonic() + self._grace

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import ClientConnectionResetError, web
 
 from ..db.filters import REQUEST_ERRORS
-from ..db.lanes import Units
+from ..db.lanes import Lanes, Units
 from ..db.pool import DB_ERRORS
 from ..db.roles import RoleRefused, as_role, check_role, refused_role
 from ..db.snapshot_units import HeldLane, Moment, Opening
@@ -103,7 +103,7 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
 
 
 async def _send_export(
-    request: web.Request, reply: Reply, make_sink: Callable[[Reply, Units], Buffered | Streamed]
+    request: web.Request, reply: Reply, make_sink: Callable[[Reply, Units, Lanes], Buffered | Streamed]
 ) -> web.StreamResponse:
     """Run the export into a sink, within request_deadline, reading from the first source that works: a
     replica that fails before anything was sent is set aside and the next one (at last the primary) tried.
@@ -121,7 +121,7 @@ async def _send_export(
         if named is None or named.lanes is None:
             raise problems.snapshot_gone(asked, "its server is not one this service reads")
         candidates = [named]
-    sink = make_sink(reply, request.app[LANES])
+    sink = make_sink(reply, request.app[LANES], request.app[LANES])
     role = None
     try:
         async with deadline:
@@ -134,7 +134,7 @@ async def _send_export(
                 try:
                     async with _in_snapshot(request, reply, source) as (made, units):
                         lanes = as_role(units, role)
-                        sink = make_sink(made, lanes)
+                        sink = make_sink(made, lanes, source.lanes)
                         await _export_into(request, made, sink, lanes)
                 except DB_ERRORS as exc:
                     if sink.response.prepared or attempt == len(candidates) - 1:
@@ -256,7 +256,7 @@ async def standard(request: web.Request) -> web.StreamResponse:
     if not slots.try_acquire():
         raise problems.standard_busy(slots.limit)
     try:
-        return await _send_export(request, reply, lambda made, lanes: Buffered(request, made, lanes))
+        return await _send_export(request, reply, lambda made, lanes, _: Buffered(request, made, lanes))
     finally:
         slots.release()
 
@@ -267,7 +267,7 @@ async def chunked(request: web.Request) -> web.StreamResponse:
     reply = make_reply(request, "chunked")
     if request.method == "HEAD":
         return await _headers_only(request, reply, "chunked")
-    return await _send_export(request, reply, lambda made, lanes: Streamed(request, made, lanes))
+    return await _send_export(request, reply, lambda made, lanes, shared: Streamed(request, made, lanes, shared))
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,7 +31,10 @@ async def _asked(request: web.Request) -> dict[str, Any]:
     """The JSON object the request sent: {"path": "/chunked/...?...", "ttl": seconds}."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise _bad(f"the body is over {MAX_BODY_BYTES:,} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    # read(n) gives what has arrived, up to n bytes: a body in several pieces is read until its end.
+    raw = b""
+    while len(raw) <= MAX_BODY_BYTES and (piece := await request.content.read(MAX_BODY_BYTES + 1 - len(raw))):
+        raw += piece
     if len(raw) > MAX_BODY_BYTES:
         raise _bad(f"the body is over {MAX_BODY_BYTES:,} bytes")
     try:

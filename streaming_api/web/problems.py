@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ..export.formats import FORMATS, Format
 from ..export.request import BadParameter
-from ..links import LINK_PARAMETER
+from ..links import without_link
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def _chunked_url(request: web.Request) -> str:
     """The same request on /chunked (the same table, format and parameters; a link's signature, bound to
     /standard, left out)."""
     path = "/chunked" + request.rel_url.raw_path.removeprefix("/standard")
-    query = [(name, value) for name, value in request.rel_url.query.items() if name != LINK_PARAMETER]
-    return str(request.rel_url.with_path(path, encoded=True).with_query(query))
+    return str(request.rel_url.with_path(path, encoded=True).with_query(without_link(request.rel_url.query)))
 
 
 def too_many_rows(request: web.Request, cap: int) -> web.HTTPException:

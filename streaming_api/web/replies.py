@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy, MultiMapping
 
 from ..db.catalog import Table
 from ..db.filters import FilterError, Where
@@ -20,7 +19,7 @@ from ..db.lanes import Lanes
 from ..db.statements import validate_key_sql
 from ..export.formats import BY_EXTENSION, Format, NotAcceptable
 from ..export.request import BadParameter, Export, FormatUnavailable, parse_export
-from ..links import LINK_PARAMETER
+from ..links import LINK_PARAMETER, without_link
 from ..settings import Settings
 from . import encoding, problems
 from .keys import CATALOG, GRANT, SETTINGS, TIMING
@@ -30,7 +29,7 @@ PARAMETERS = {"format", "limit", "after", "after_id", "columns", "snapshot"}
 CHUNKED_PARAMETERS = PARAMETERS | {"page_size"}
 # Names that never filter, whichever endpoint: every endpoint's parameters, and credentials (token=). A
 # column of such a name is filtered in double quotes ("limit"=eq.5).
-RESERVED = frozenset(CHUNKED_PARAMETERS | {"token", "sig"})
+RESERVED = frozenset(CHUNKED_PARAMETERS | {"token", LINK_PARAMETER})
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,6 @@ def _served(request: web.Request) -> tuple[Table, Format | None]:
         if found is not None:
             return found, BY_EXTENSION[suffix]
     raise problems.table_not_found(name)
-
-
-def without_link(query: MultiMapping[str]) -> MultiMapping[str]:
-    """The query a link's request asks for, its signature (checked by the auth middleware) left out."""
-    if LINK_PARAMETER not in query:
-        return query
-    return MultiDictProxy(MultiDict((name, value) for name, value in query.items() if name != LINK_PARAMETER))
 
 
 def make_reply(request: web.Request, endpoint: str) -> Reply:

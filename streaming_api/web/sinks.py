@@ -12,7 +12,7 @@ import time
 
 from aiohttp import HttpVersion11, web
 
-from ..db.lanes import Units
+from ..db.lanes import Lanes, Units
 from ..db.pool import DB_ERRORS
 from ..db.roles import role_of
 from ..export import count
@@ -20,7 +20,7 @@ from ..export.count import RowCount
 from ..export.pages import Chunk
 from . import encoding, problems
 from .guards import rows_exceed
-from .keys import LANES, SETTINGS, TIMING
+from .keys import SETTINGS, TIMING
 from .replies import Reply, content_disposition
 from .sending import send_within
 
@@ -138,14 +138,17 @@ class Streamed:
     """/chunked's sink: sends the headers with the first chunk, then writes each chunk as it comes
     (compressed and flushed on its own when the client asked for a coding)."""
 
-    def __init__(self, request: web.Request, reply: Reply, lanes: Units) -> None:
+    def __init__(self, request: web.Request, reply: Reply, lanes: Units, shared: Lanes) -> None:
         self.request = request
         self.lanes = lanes
+        # The shared lanes of the source the export reads (the primary's or a replica's).
+        self.shared = shared
         self.reply = reply
         self.export = reply.export
         self.response = web.StreamResponse()
         self.encoder = reply.encoder(request.app[SETTINGS])
-        self._count: asyncio.Task[RowCount] | None = None
+        # The row count being made beside the first page (once before_export has started it).
+        self.counting: asyncio.Task[RowCount] | None = None
 
     async def before_export(self) -> None:
         # Counted beside the first page, on a connection of its own. Not under a role: the catalog's figures
@@ -156,28 +159,22 @@ class Streamed:
         # pooler, the export's one connection).
         if role_of(self.lanes) is not None:
             return
-        plain = self.request.app[LANES]
-        lanes = plain if self.export.filters and plain.unit_begin is None else self.lanes
-        self._count = start_counting(self.reply, lanes)
-
-    @property
-    def counting(self) -> asyncio.Task[RowCount] | None:
-        """The row count being made beside the first page (once before_export has started it)."""
-        return self._count
+        lanes = self.shared if self.export.filters and self.shared.unit_begin is None else self.lanes
+        self.counting = start_counting(self.reply, lanes)
 
     async def _expected_rows(self) -> RowCount | None:
         """The count if it is known within COUNT_WAIT_SECONDS of the first chunk, else the estimate: the
         first byte never waits for a count. A filtered export's is the planner's estimate, waited for (an
         EXPLAIN, which reads no row: the catalog's figures know nothing of the filter). None under a role
         (no count was started)."""
-        if self._count is None:
+        if self.counting is None:
             return None
         try:
             if self.export.filters:
-                return await asyncio.shield(self._count)
-            return await asyncio.wait_for(asyncio.shield(self._count), COUNT_WAIT_SECONDS)
+                return await asyncio.shield(self.counting)
+            return await asyncio.wait_for(asyncio.shield(self.counting), COUNT_WAIT_SECONDS)
         except (TimeoutError, *DB_ERRORS):
-            self._count.cancel()
+            self.counting.cancel()
             return count.estimate(self.export)
 
     async def take(self, chunk: Chunk) -> None:

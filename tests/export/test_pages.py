@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from streaming_api.db.catalog import Table
-from streaming_api.db.lanes import Lanes
+from streaming_api.db.lanes import Lanes, Output
 from streaming_api.export.formats import FORMATS
 from streaming_api.export.pages import encoded_chunks, pages
 from streaming_api.export.request import Export
@@ -30,29 +30,15 @@ class Clock:
 
 
 class CountingLanes(Lanes):
-    """Lanes that count the pages started (one COPY each) on the connections they hand out."""
+    """Lanes that count the pages started (one COPY each)."""
 
     def __init__(self, pool: asyncpg.Pool, capacity: int) -> None:
         super().__init__(pool, capacity)
         self.copies = 0
 
-    @contextlib.asynccontextmanager
-    async def connection(self, priority: int) -> AsyncIterator[asyncpg.Connection]:
-        async with super().connection(priority) as conn:
-            yield _Counted(conn, self)
-
-
-class _Counted:
-    def __init__(self, conn: asyncpg.Connection, lanes: CountingLanes) -> None:
-        self._conn = conn
-        self._lanes = lanes
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._conn, name)
-
-    async def copy_from_query(self, *args: object, **kwargs: object) -> str:
-        self._lanes.copies += 1
-        return await self._conn.copy_from_query(*args, **kwargs)
+    async def copy(self, priority: int, statement: str, output: Output, long: bool = False) -> str:
+        self.copies += 1
+        return await super().copy(priority, statement, output, long)
 
 
 async def _pool(url: str, search_path: str | None = None) -> asyncpg.Pool:
