@@ -176,8 +176,7 @@ class Reading:
 
     def __init__(self, lanes: Lanes, snapshot: str) -> None:
         self._lanes = lanes
-        imported = f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
-        self._begin = imported + (lanes.unit_begin or "BEGIN").removeprefix("BEGIN")
+        self._begin = snapshot_begin(snapshot, lanes.unit_begin)
         self._prefix: str | None = None
         if lanes.unit_begin is None:
             imports = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT"
@@ -210,8 +209,22 @@ async def transaction_on(
     try:
         yield
     except BaseException:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(ROLLBACK_SECONDS):
-                await conn.execute("ROLLBACK")
+        await rollback_quietly(conn)
         raise
     await conn.execute("COMMIT")
+
+
+async def rollback_quietly(conn: asyncpg.Connection) -> None:
+    """ROLLBACK, within ROLLBACK_SECONDS, whatever it meets (a connection already lost, say)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(ROLLBACK_SECONDS):
+            await conn.execute("ROLLBACK")
+
+
+def snapshot_begin(snapshot: str | None, unit_begin: str | None) -> str:
+    """The BEGIN of a transaction that reads a snapshot: `snapshot` (an exported id, imported), or its own
+    (None); behind a pooler, with the SET LOCALs each unit's transaction starts with."""
+    begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    if snapshot is not None:
+        begin += f"; SET TRANSACTION SNAPSHOT '{snapshot}'"
+    return begin + (unit_begin or "BEGIN").removeprefix("BEGIN")

@@ -88,7 +88,7 @@ class Opening:
         self._snapshots.recent(conn, statement)
         conn.add_log_listener(self._named)
         try:
-            status = await copy_out(conn, f"{self._snapshots.opening(self._held)}; {statement}", output)
+            status = await copy_out(conn, f"{self._snapshots.opening(self._held.existing)}; {statement}", output)
         except BaseException as exc:
             raise self._failed(exc) from None
         finally:
@@ -106,7 +106,7 @@ class Opening:
         conn = self._held.conn
         conn.add_log_listener(self._named)
         try:
-            await conn.execute(self._snapshots.opening(self._held))
+            await conn.execute(self._snapshots.opening(self._held.existing))
         except BaseException as exc:
             raise self._failed(exc) from None
         finally:
@@ -147,12 +147,10 @@ class Opening:
         self._held.broken = True
         if isinstance(exc, NOT_HELD) and self._held.existing is not None:
             exc = SnapshotGone(self._held.existing)
-        for waiting in (self._moment, self._later):
-            if isinstance(waiting, Moment):
-                waiting.failed(exc)
-            elif not waiting.done():
-                waiting.set_exception(exc)
-                waiting.exception()
+        self._moment.failed(exc)
+        if not self._later.done():
+            self._later.set_exception(exc)
+            self._later.exception()  # retrieved: the export raises it itself
         return exc
 
 

@@ -38,14 +38,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .lanes import copy_out, patiently
+from .lanes import copy_out, patiently, rollback_quietly, snapshot_begin
 from .pool import close_pool, create_pool
 
 log = logging.getLogger(__name__)
 
 # What pg_export_snapshot() returns (PostgreSQL 13 and later): nothing else is ever written into SQL.
 SNAPSHOT_ID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{8}-[0-9]{1,10}")
-ROLLBACK_SECONDS = 1.0
 EXPORT = "SELECT pg_export_snapshot()"
 # How an opening query's NOTICE names the snapshot it exported.
 NAMED_PREFIX = "streaming_api snapshot "
@@ -145,7 +144,7 @@ class Snapshots:
             for conn in taken:
                 pid = conn.get_server_pid()
                 if pid not in self._warm:
-                    opening = self.opening(Held(conn))
+                    opening = self.opening(None)
                     if self._recent is None:
                         await conn.execute(opening)
                     else:
@@ -189,12 +188,12 @@ class Snapshots:
             raise SnapshotGone(held.existing) from None
         held.id = await held.conn.fetchval(EXPORT)
 
-    def opening(self, held: Held) -> str:
+    def opening(self, existing: str | None) -> str:
         """What the export's first statement runs behind, in one query (Opening): the transaction that takes
         the snapshot, its export named in a NOTICE (whatever client_min_messages the role has), and a
         savepoint that keeps the statement's locks out of it."""
         return (
-            f"{self._begin(held.existing)}; SET LOCAL client_min_messages = notice; "
+            f"{self._begin(existing)}; SET LOCAL client_min_messages = notice; "
             f"DO $$BEGIN RAISE NOTICE '{NAMED_PREFIX}%', pg_export_snapshot(); END$$; SAVEPOINT first"
         )
 
@@ -221,12 +220,7 @@ class Snapshots:
         self._ready_next()
 
     def _begin(self, existing: str | None) -> str:
-        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        if existing is not None:
-            begin += f"; SET TRANSACTION SNAPSHOT '{existing}'"
-        if self._unit_begin is not None:
-            begin += self._unit_begin.removeprefix("BEGIN")
-        return begin
+        return snapshot_begin(existing, self._unit_begin)
 
     async def done(self, held: Held, whole: bool) -> None:
         """The export ended: keep its snapshot `grace` seconds for a resume, or let it go now (no grace, a
@@ -272,9 +266,7 @@ class Snapshots:
 
     async def _release(self, conn: asyncpg.Connection) -> None:
         assert self._pool is not None
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(ROLLBACK_SECONDS):
-                await conn.execute("ROLLBACK")
+        await rollback_quietly(conn)
         await self._pool.release(conn)
 
     async def close(self) -> None:

@@ -88,12 +88,6 @@ class PageSpec:
     rows: int | None
 
 
-def bound_page(served: Table, spec: PageSpec, where: str | None = None) -> Bound:
-    """The page's bounds on a query over the table, in key order (rows inserted inside the range since it
-    was planned come on top, never in place of rows that were there), and the export's filters."""
-    return _bound(served, spec.after, spec.last, None if spec.rows is None else str(spec.rows), where)
-
-
 def _bound(
     served: Table, after: KeyValue | None, last: KeyValue | None, rows: str | None, where: str | None = None
 ) -> Bound:
