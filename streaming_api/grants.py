@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .names import BadName, Pattern, parse_pattern, split_list
+from .names import BadName, Pattern, parse_patterns, split_list
 
 TABLES_CLAIM = "tables"
 ROLE_CLAIM = "role"
@@ -72,7 +72,7 @@ def table_patterns(value: Any) -> tuple[Pattern, ...]:
     if len(items) > MAX_PATTERNS or not all(isinstance(item, str) for item in items):
         raise GrantError(f"the token's tables claim must be a list of at most {MAX_PATTERNS} strings")
     try:
-        return tuple(parse_pattern(item) for item in items)
+        return parse_patterns(tuple(items))
     except BadName as exc:
         raise GrantError(f"the token's tables claim: {exc}") from None
 

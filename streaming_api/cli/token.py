@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import grants
 from ..grants import GrantError, grant_claims
 from ..names import split_list
 from ..settings import Settings
@@ -24,7 +25,7 @@ def table_list(text: str) -> list[str]:
 
 def role_name(text: str) -> str:
     try:
-        grant_claims(role=text)
+        grants.role_name(text)
     except GrantError as exc:
         raise argparse.ArgumentTypeError(exc.detail.replace("the token's role claim", "--role")) from None
     return text

@@ -78,7 +78,9 @@ async def tables(request: web.Request) -> web.Response:
     """Every served table: its columns and their types, its key, a row estimate, its URLs."""
     catalog = request.app[CATALOG]
     readable = granted(request)
-    default = catalog.default.url_name if catalog.default is not None and catalog.default in readable else None
+    default = (
+        catalog.default.url_name if catalog.default is not None and request[GRANT].covers(catalog.default) else None
+    )
     estimates = request[GRANT].role is None
     return web.json_response({"default": default, "tables": [describe(served, estimates) for served in readable]})
 

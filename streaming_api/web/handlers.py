@@ -51,20 +51,25 @@ async def _role_checked(request: web.Request) -> str | None:
     try:
         await check_role(request.app[LANES], role)
     except RoleRefused as exc:
-        raise problems.role_refused(f"the service's login cannot assume role {role!r}: {exc}", role) from None
+        raise _cannot_assume(role, exc) from None
     except DB_ERRORS as exc:
         raise problems.unavailable(exc) from None
     return role
 
 
-def _refused_to_role(role: str | None, exc: BaseException, reply: Reply) -> web.HTTPException | None:
-    """The 403 for what the database refused the request's role (its GRANTs), None for anything else."""
-    if role is None:
-        return None
-    if refused_role(exc):
-        return problems.role_refused(f"the service's login cannot assume role {role!r}: {exc}", role)
-    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+def _cannot_assume(role: str, exc: BaseException) -> web.HTTPException:
+    return problems.role_refused(f"the service's login cannot assume role {role!r}: {exc}", role)
+
+
+def _refusal(role: str | None, exc: BaseException, reply: Reply) -> web.HTTPException | None:
+    """The 403 for what the database refused the request's role (its GRANTs), the 400 for a filter it
+    refused; None for anything else."""
+    if role is not None and refused_role(exc):
+        return _cannot_assume(role, exc)
+    if role is not None and isinstance(exc, asyncpg.InsufficientPrivilegeError):
         return problems.role_may_not_read(role, reply.export.table.qualified, exc)
+    if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
+        return problems.filter_refused(exc, reply.export.filter_parameters)
     return None
 
 
@@ -87,12 +92,10 @@ async def _headers_only(request: web.Request, reply: Reply, endpoint: str) -> we
     except DB_ERRORS as exc:
         raise problems.unavailable(exc) from None
     except asyncpg.PostgresError as exc:
-        refusal = _refused_to_role(role, exc, reply)
-        if refusal is not None:
-            raise refusal from None
-        if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
-            raise problems.filter_refused(exc, reply.export.filter_parameters) from None
-        raise
+        refusal = _refusal(role, exc, reply)
+        if refusal is None:
+            raise
+        raise refusal from None
     response = web.StreamResponse()
     content_headers(response, reply)
     count_headers(response, counted)
@@ -158,7 +161,7 @@ async def _send_export(
             abort(request)
         raise
     except Exception as exc:
-        refusal = None if sink.response.prepared else _refused_to_role(role, exc, reply)
+        refusal = None if sink.response.prepared else _refusal(role, exc, reply)
         if refusal is not None:
             raise refusal from None
         if isinstance(exc, SCHEMA_CHANGED):
@@ -172,8 +175,6 @@ async def _send_export(
                 raise problems.unavailable(exc) from None
             if isinstance(exc, SCHEMA_CHANGED):
                 raise problems.table_changed(reply.export.table.qualified) from None
-            if isinstance(exc, FILTER_REFUSED) and reply.export.filters:
-                raise problems.filter_refused(exc, reply.export.filter_parameters) from None
             raise
         # Headers are out: the only honest signal left is to cut the connection (no final chunk).
         timing.outcome = "aborted"
