@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -53,7 +54,7 @@ async def timed(read: Callable[[], Any]) -> TableRead:
     cpu_started = time.process_time()
     started = time.perf_counter()
     try:
-        table = await read() if asyncio.iscoroutinefunction(read) else await asyncio.to_thread(read)
+        table = await read() if inspect.iscoroutinefunction(read) else await asyncio.to_thread(read)
     except Exception as exc:  # a reader's failure is a figure of the run, not the end of the bench
         return TableRead(None, round(time.process_time() - cpu_started, 4), error=f"{type(exc).__name__}: {exc}")
     total = time.perf_counter() - started

@@ -7,11 +7,10 @@ from __future__ import annotations
 import urllib.parse
 
 import asyncpg
-from sqlalchemy import func, literal_column, select
 
 from ..db.catalog import Table
 from ..db.filters import FilterError, Where, check, column_named, parse_filter
-from ..db.statements import sql_text, table_clause
+from .floor import count_rows
 
 # Parameters the bench sets itself: a filter query may not carry them.
 OWN_PARAMETERS = frozenset({"format", "limit", "page_size", "snapshot", "after", "after_id", "columns", "token"})
@@ -63,11 +62,5 @@ async def judged(
     if conn is None or served is None:
         return None, None
     where = await where_of(conn, served, query)
-    rows = await rows_kept(conn, served, where)
+    rows = await count_rows(conn, served, where.sql)
     return where.sql, rows if limit is None else min(rows, limit)
-
-
-async def rows_kept(conn: asyncpg.Connection, served: Table, where: Where) -> int:
-    """How many rows the filters keep now."""
-    statement = select(func.count()).select_from(table_clause(served)).where(literal_column(where.sql))
-    return await conn.fetchval(sql_text(statement))

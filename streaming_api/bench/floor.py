@@ -96,10 +96,12 @@ async def measure_floor(
     )
 
 
-async def count_rows(conn: asyncpg.Connection, served: Table) -> int:
-    """The table's rows now: what an export of the whole of it must hold."""
-    clause = table_clause(served)
-    return await conn.fetchval(sql_text(select(func.count()).select_from(clause)))
+async def count_rows(conn: asyncpg.Connection, served: Table, where: str | None = None) -> int:
+    """The table's rows now (those `where` keeps): what an export of the whole of it must hold."""
+    statement = select(func.count()).select_from(table_clause(served))
+    if where is not None:
+        statement = statement.where(literal_column(where))
+    return await conn.fetchval(sql_text(statement))
 
 
 async def postgres_version(conn: asyncpg.Connection) -> str:

@@ -79,22 +79,16 @@ def _scope_headline(
         arrow_one = level(arrow, 1)
         arrow_growth = arrow_one["rss_growth_per_request_bytes"]["max"] if arrow_one else None
         reads = arrow.get("table_reads") or {}
-
-        def read(reader: str, name: str = "over_adbc") -> Any:
-            """A reader's ratio to ADBC, or the median of one of its figures."""
-            stats = reads.get(reader)
-            if stats is None:
-                return None
-            return stats[name] if name == "over_adbc" else stats[name]["median"]
+        adbc_ms = median(reads.get("adbc"), "total_ms")
 
         figures["chunked_arrow"] = {
             "total_over_floor": arrow["floor_ratio"],
             "total_over_ndjson": over(median(arrow_one, "total_ms"), median(one, "total_ms")),
-            "total_over_adbc": over(median(arrow_one, "total_ms"), read("adbc", "total_ms")),
-            "read_table_over_adbc": read("read_table"),
-            "connectorx_over_adbc": read("connectorx"),
-            "read_table_ms_median": read("read_table", "total_ms"),
-            "adbc_ms_median": read("adbc", "total_ms"),
+            "total_over_adbc": over(median(arrow_one, "total_ms"), adbc_ms),
+            "read_table_over_adbc": (reads.get("read_table") or {}).get("over_adbc"),
+            "connectorx_over_adbc": (reads.get("connectorx") or {}).get("over_adbc"),
+            "read_table_ms_median": median(reads.get("read_table"), "total_ms"),
+            "adbc_ms_median": adbc_ms,
             "type_differences_from_adbc": [
                 d["column"] for d in (arrow.get("schemas") or {}).get("adbc", {}).get("type_differences", [])
             ],
@@ -108,15 +102,13 @@ def _scope_headline(
     unheld = level(find("chunked", "ndjson", snapshot="off"), 1)
     if unheld is not None:
         first_with, first_without = median(one, "first_byte_ms"), median(unheld, "first_byte_ms")
-        rss_with, rss_without = (
-            stats["rss_growth_per_request_bytes"]["max"] if stats else None for stats in (one, unheld)
-        )
+        rss_without = unheld["rss_growth_per_request_bytes"]["max"]
         figures["chunked_snapshot_ndjson"] = {
             "total_over_snapshot_off": over(median(one, "total_ms"), median(unheld, "total_ms")),
             "first_byte_ms_minus_snapshot_off": None
             if first_with is None or first_without is None
             else first_with - first_without,
-            "rss_growth_mb_per_request_max": None if rss_with is None else rss_with / MB,
+            "rss_growth_mb_per_request_max": figures["chunked_rss_growth_mb_per_request_1_client_max"],
             "rss_growth_mb_per_request_max_snapshot_off": None if rss_without is None else rss_without / MB,
         }
     # Each filter (--filter): /chunked NDJSON's total against the unfiltered export's and against its own

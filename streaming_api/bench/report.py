@@ -12,26 +12,12 @@ from .floor import FLOOR_LABELS
 from .report_reads import reads_headline, reads_table
 from .report_transfer import coding_headline, link_heading, transfer_table
 from .stats import MB
+from .tables import endpoint_label as _endpoint
 from .tables import mb as _mb
 from .tables import ms as _ms
 from .tables import num as _num
+from .tables import spread_range as _range
 from .tables import table as _table
-
-
-def _range(spread: dict[str, float | None]) -> str:
-    if spread["median"] is None:
-        return "-"
-    return f"{_ms(spread['median'])} ({_ms(spread['min'])}–{_ms(spread['max'])})"
-
-
-def _endpoint(s: dict[str, Any]) -> str:
-    """/chunked, or /chunked?page_size=100&snapshot=off&value=gte.0 when the plan sets them."""
-    query = [f"page_size={s['page_size']}"] if s.get("page_size") is not None else []
-    if s.get("snapshot", "on") == "off":
-        query.append("snapshot=off")
-    if s.get("filter") is not None:
-        query.append(s["filter"])
-    return f"/{s['endpoint']}" + ("?" + "&".join(query) if query else "")
 
 
 def _coding(s: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .tables import endpoint_label, spread_range
 from .tables import ms as _ms
 from .tables import num as _num
 from .tables import table as _table
@@ -20,9 +21,7 @@ READER_LABELS = {
 
 
 def _where(s: dict[str, Any], reader: str) -> str:
-    if reader != "read_table":
-        return "PostgreSQL"
-    return f"/{s['endpoint']}" + (f"?page_size={s['page_size']}" if s.get("page_size") is not None else "")
+    return endpoint_label(s) if reader == "read_table" else "PostgreSQL"
 
 
 def reads_table(groups: list[dict[str, Any]]) -> list[str]:
@@ -34,9 +33,7 @@ def reads_table(groups: list[dict[str, Any]]) -> list[str]:
                 [
                     _where(s, reader),
                     reader,
-                    "-"
-                    if total["median"] is None
-                    else f"{_ms(total['median'])} ({_ms(total['min'])}–{_ms(total['max'])})",
+                    spread_range(total),
                     _num(st["over_adbc"], 2),
                     _num(st["client_cpu_s"]["median"], 2),
                     _num(st["server_cpu_s"]["median"], 2),
@@ -64,7 +61,7 @@ def _schema_lines(groups: list[dict[str, Any]]) -> list[str]:
         for reader, compared in (s.get("schemas") or {}).items():
             if reader == "service":
                 continue
-            where = f"/{s['endpoint']}"
+            where = endpoint_label(s)
             if not compared.get("same_names"):
                 out.append(f"{where} against {reader}: other columns ({compared.get('direct')})")
                 continue

@@ -56,11 +56,12 @@ class Runner:
         )
         # The link the groups now run over (None: loopback).
         self.link: Built | None = None
-        # The table measured, once found (bench.subject); each filter's condition, for its floor.
+        # The table measured, once found (bench.subject).
         self.subject: Subject | None = None
         # The direct connections Arrow is read through beside the service (bench.direct).
         self.direct: DirectReaders | None = None
-        self.floor_where: dict[str, str | None] = {}
+        # Per filter and limit: the condition its floor runs and the rows its bodies hold (filtering.judged).
+        self.judged: dict[tuple[str, int | None], tuple[str | None, int | None]] = {}
 
     def _token(self) -> str | None:
         if self.options.token:
@@ -179,9 +180,13 @@ class Runner:
         rows = spec.rows
         kept = None
         if spec.filter is not None:
-            assert self.subject is not None
-            judged = await filtering.judged(self.conn, self.subject.table, spec.filter, limit)
-            self.floor_where[spec.filter], kept = judged
+            # Checked and counted once per filter and limit: the table does not change between groups.
+            if (spec.filter, limit) not in self.judged:
+                assert self.subject is not None
+                self.judged[spec.filter, limit] = await filtering.judged(
+                    self.conn, self.subject.table, spec.filter, limit
+                )
+            kept = self.judged[spec.filter, limit][1]
         group = GroupResult(
             rows,
             spec.format,
@@ -317,7 +322,7 @@ class Runner:
         postgres = self._postgres_meter()
         before = postgres.snapshot() if postgres else None
         assert self.subject is not None and self.subject.table is not None
-        where = None if group.filter is None else self.floor_where[group.filter]
+        where = None if group.filter is None else self.judged[group.filter, limit][0]
         run = await floors.measure_floor(self.conn, kind, self.subject.table, limit, where)
         used = CpuMeter.used(before, postgres.snapshot()) if postgres and before is not None else None
         figures = (run.total_ms, run.first_byte_ms, run.bytes, run.rows, run.client_cpu_s, used)

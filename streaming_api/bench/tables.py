@@ -5,6 +5,8 @@ Units: milliseconds for times, MB = 1,000,000 bytes for sizes and throughput.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .stats import MB
 
 
@@ -22,6 +24,22 @@ def ms(value: float | None) -> str:
 
 def mb(nbytes: float | None) -> str:
     return "-" if nbytes is None else f"{nbytes / MB:,.1f}"
+
+
+def spread_range(spread: dict[str, float | None]) -> str:
+    if spread["median"] is None:
+        return "-"
+    return f"{ms(spread['median'])} ({ms(spread['min'])}–{ms(spread['max'])})"
+
+
+def endpoint_label(s: dict[str, Any]) -> str:
+    """/chunked, or /chunked?page_size=100&snapshot=off&value=gte.0 when the plan sets them."""
+    query = [f"page_size={s['page_size']}"] if s.get("page_size") is not None else []
+    if s.get("snapshot", "on") == "off":
+        query.append("snapshot=off")
+    if s.get("filter") is not None:
+        query.append(s["filter"])
+    return f"/{s['endpoint']}" + ("?" + "&".join(query) if query else "")
 
 
 def table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
