@@ -97,6 +97,12 @@ def grants_settings(settings: Settings, grants_url: str) -> Settings:
 
 
 @pytest.fixture
+async def grants_client(aiohttp_client, grants_settings: Settings):
+    """A test client of the service over the grants database."""
+    return await aiohttp_client(create_app(grants_settings))
+
+
+@pytest.fixture
 def mint(settings: Settings) -> Callable[..., str]:
     """A token with the claims given (tables=[...], role=...)."""
     return lambda **claims: mint_token(load_keys(settings), subject="test", ttl=600, extra=claims)

@@ -18,10 +18,6 @@ def pooled(grants_settings, grants_pgbouncer):
     return grants_settings.replace(database_url=grants_pgbouncer.url(grants.DATABASE), pool_max_size=2)
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"JWT {token}"}
-
-
 async def _current_user_through(bouncer) -> str:
     conn = await asyncpg.connect(bouncer.url(grants.DATABASE), statement_cache_size=0)
     try:
@@ -31,7 +27,7 @@ async def _current_user_through(bouncer) -> str:
 
 
 async def test_a_role_behind_pgbouncer_gets_exactly_its_half_in_every_format(pooled, mint):
-    analyst = _auth(mint(role=grants.ANALYST))
+    analyst = grants.auth(mint(role=grants.ANALYST))
     async with running(pooled) as server:
         for endpoint in ENDPOINTS:
             for fmt in grants.ALL_FORMATS:
@@ -47,20 +43,24 @@ async def test_a_role_behind_pgbouncer_gets_exactly_its_half_in_every_format(poo
 async def test_behind_pgbouncer_the_next_user_of_the_server_connection_is_the_login(pooled, grants_pgbouncer, mint):
     async with running(pooled) as server:
         for path in ("/chunked/points?page_size=100", "/chunked/points?snapshot=off", "/standard/points"):
-            async with server.session.get(f"{server.url}{path}", headers=_auth(mint(role=grants.ANALYST))) as response:
+            async with server.session.get(
+                f"{server.url}{path}", headers=grants.auth(mint(role=grants.ANALYST))
+            ) as response:
                 assert response.status == 200
                 await response.read()
-        refused = await server.session.get(f"{server.url}/chunked/notes", headers=_auth(mint(role=grants.ANALYST)))
+        refused = await server.session.get(
+            f"{server.url}/chunked/notes", headers=grants.auth(mint(role=grants.ANALYST))
+        )
         assert refused.status == 403
         # One server connection: this client's transaction runs on the one the role's ran on.
         assert await _current_user_through(grants_pgbouncer) == grants.LOGIN
-        async with server.session.get(f"{server.url}/chunked/points.csv", headers=_auth(mint())) as response:
+        async with server.session.get(f"{server.url}/chunked/points.csv", headers=grants.auth(mint())) as response:
             assert grants.ids_of("csv", await response.read()) == list(range(1, grants.ROWS + 1))
 
 
 @pytest.mark.parametrize("role", [grants.OUTSIDER, "no_such_role"])
 async def test_a_role_the_login_cannot_assume_is_a_403_behind_pgbouncer(pooled, mint, role):
     async with running(pooled) as server:
-        response = await server.session.get(f"{server.url}/chunked/points", headers=_auth(mint(role=role)))
+        response = await server.session.get(f"{server.url}/chunked/points", headers=grants.auth(mint(role=role)))
         assert response.status == 403
         assert (await response.json())["error"] == "role_refused"

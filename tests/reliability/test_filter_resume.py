@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from streaming_api.client import download, stream_rows
 from streaming_api.web.app import create_app
 from tests.reliability.test_injection import PLAUSIBLE
+from tests.support import filtered
 from tests.support.filtered import Wanted, ids_of, oracle
 from tests.support.relay import CuttingRelay
 
@@ -47,10 +48,6 @@ def kept(draw: st.DrawFn) -> Wanted:
     return Wanted(column, operator, values, draw(st.booleans()))
 
 
-def _query(filters: list[Wanted], **others: str) -> str:
-    return urlencode([(w.parameter(), w.text()) for w in filters] + list(others.items()))
-
-
 @pytest.fixture
 async def conn(filtered_url) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(filtered_url)
@@ -69,12 +66,12 @@ async def test_a_filtered_export_resumed_after_any_row_gives_the_rest(
     filtered_client, auth, conn, filters, cut, page_size, fmt
 ):
     expected = await oracle(conn, filters)
-    whole = await filtered_client.get(f"/chunked/things?{_query(filters, format=fmt)}", headers=auth)
+    whole = await filtered_client.get(f"/chunked/things?{filtered.query(filters, format=fmt)}", headers=auth)
     assert ids_of(fmt, await whole.read()) == expected
     if not expected:
         return  # nothing to resume after
     at = min(int(cut * len(expected)), len(expected) - 1)
-    query = _query(filters, format=fmt, after=str(expected[at]), page_size=str(page_size))
+    query = filtered.query(filters, format=fmt, after=str(expected[at]), page_size=str(page_size))
     rest = await filtered_client.get(f"/chunked/things?{query}", headers=auth)
     assert rest.status == 200
     assert ids_of(fmt, await rest.read()) == expected[at + 1 :]
@@ -89,7 +86,7 @@ async def test_stream_rows_cut_again_and_again_resumes_to_the_filtered_rows(filt
     # Cut a dozen times: under max_snapshots resumes (each keeps its holder for snapshot_grace).
     relay = await CuttingRelay(filtered_server.port, cut_every=3000).start()
     try:
-        url = relay.url(f"/chunked/things?{_query(KEEPS_MANY)}")
+        url = relay.url(f"/chunked/things?{filtered.query(KEEPS_MANY)}")
         rows = [row async for row in stream_rows(url, token, page_size=3, compressed=False, backoff=0, retries=200)]
         assert len(relay.request_lines) > 5  # cut many times
     finally:
@@ -101,7 +98,7 @@ async def test_stream_rows_cut_again_and_again_resumes_to_the_filtered_rows(filt
 
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 async def test_a_filtered_download_cut_many_times_equals_an_uninterrupted_one(filtered_server, token, fmt, tmp_path):
-    path = f"/chunked/things?{_query(KEEPS_MANY)}"
+    path = f"/chunked/things?{filtered.query(KEEPS_MANY)}"
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     await download(str(filtered_server.make_url(path)), token, fmt, whole, page_size=2, compressed=False)
     relay = await CuttingRelay(filtered_server.port, cut_every=3000).start()

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import asyncpg
 
@@ -173,6 +174,11 @@ class Wanted:
         if self.operator in ("like", "ilike"):
             value = _starred(value)
         return f"{head}{self.operator}.{value}"
+
+
+def query(wanted: list[Wanted], **others: str) -> str:
+    """The query string of these filters (and other parameters)."""
+    return urlencode([(w.parameter(), w.text()) for w in wanted] + list(others.items()))
 
 
 def _starred(pattern: str) -> str:

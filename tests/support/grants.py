@@ -28,6 +28,10 @@ NOTES_ROWS = 30
 EVENTS_ROWS = 20
 
 
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"JWT {token}"}
+
+
 def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

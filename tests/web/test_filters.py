@@ -4,7 +4,7 @@ both routes, every format, HEAD and the row count, and each problem a 400 that n
 from __future__ import annotations
 
 import json
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -53,10 +53,6 @@ EACH = [
 ]
 
 
-def _query(wanted: list[Wanted], **others: str) -> str:
-    return urlencode([(w.parameter(), w.text()) for w in wanted] + list(others.items()))
-
-
 def _ids(name: str) -> str:
     return "-".join(f"{w.column}.{'not.' if w.negated else ''}{w.operator}" for w in name)
 
@@ -71,7 +67,7 @@ async def conn(filtered_url):
 @pytest.mark.parametrize("wanted", EACH, ids=_ids)
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_each_operator_keeps_exactly_the_rows_it_means(filtered_client, auth, conn, endpoint, wanted):
-    response = await filtered_client.get(f"/{endpoint}/things?{_query(wanted, format='ndjson')}", headers=auth)
+    response = await filtered_client.get(f"/{endpoint}/things?{filtered.query(wanted, format='ndjson')}", headers=auth)
     assert response.status == 200, await response.text()
     assert ids_of("ndjson", await response.read()) == await oracle(conn, wanted)
 
@@ -84,7 +80,7 @@ WIDE = [Wanted("note", "like", ("%O%",), negated=True), Wanted("$1", "gte", ("2"
 async def test_every_format_carries_the_filtered_rows(filtered_client, auth, conn, endpoint, fmt):
     expected = await oracle(conn, WIDE)
     assert 50 < len(expected) < filtered.ROWS - 50  # many pages, and rows left out of most of them
-    response = await filtered_client.get(f"/{endpoint}/things?{_query(WIDE, format=fmt)}", headers=auth)
+    response = await filtered_client.get(f"/{endpoint}/things?{filtered.query(WIDE, format=fmt)}", headers=auth)
     assert response.status == 200, await response.text()
     assert ids_of(fmt, await response.read()) == expected
 
@@ -92,29 +88,31 @@ async def test_every_format_carries_the_filtered_rows(filtered_client, auth, con
 @pytest.mark.parametrize("fmt", ["csv", "arrow"])
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 async def test_a_view_without_a_key_is_filtered_too(filtered_client, auth, conn, endpoint, fmt):
-    response = await filtered_client.get(f"/{endpoint}/things_view?{_query(WIDE, format=fmt)}", headers=auth)
+    response = await filtered_client.get(f"/{endpoint}/things_view?{filtered.query(WIDE, format=fmt)}", headers=auth)
     assert response.status == 200, await response.text()
     assert sorted(ids_of(fmt, await response.read())) == await oracle(conn, WIDE, filtered.VIEW)
 
 
 async def test_the_default_table_route_is_filtered_like_the_named_one(filtered_client, auth):
-    query = _query(WIDE, format="csv")
+    query = filtered.query(WIDE, format="csv")
     default = await filtered_client.get(f"/chunked?{query}", headers=auth)
-    named = await filtered_client.get(f"/chunked/things.csv?{_query(WIDE)}", headers=auth)
+    named = await filtered_client.get(f"/chunked/things.csv?{filtered.query(WIDE)}", headers=auth)
     assert default.status == named.status == 200
     assert await default.read() == await named.read()
 
 
 async def test_filters_combine_with_columns_and_limit(filtered_client, auth, conn):
     expected = (await oracle(conn, WIDE))[:40]
-    response = await filtered_client.get(f"/chunked/things?{_query(WIDE, columns='id,note', limit='40')}", headers=auth)
+    response = await filtered_client.get(
+        f"/chunked/things?{filtered.query(WIDE, columns='id,note', limit='40')}", headers=auth
+    )
     body = await response.read()
     assert ids_of("ndjson", body) == expected
     assert set(json.loads(body.split(b"\n")[0])) == {"id", "note"}
 
 
 async def test_chunked_row_count_is_the_planners_estimate_of_the_filtered_rows(filtered_client, auth, conn):
-    path = f"/chunked/things?{_query(WIDE)}"
+    path = f"/chunked/things?{filtered.query(WIDE)}"
     get = await filtered_client.get(path, headers=auth)
     head = await filtered_client.head(path, headers=auth)
     await get.read()
@@ -129,7 +127,7 @@ async def test_chunked_row_count_is_the_planners_estimate_of_the_filtered_rows(f
 
 
 async def test_standard_head_counts_the_filtered_rows_exactly_as_its_get(filtered_client, auth, conn):
-    path = f"/standard/things?{_query(WIDE)}"
+    path = f"/standard/things?{filtered.query(WIDE)}"
     head = await filtered_client.head(path, headers=auth)
     get = await filtered_client.get(path, headers=auth)
     rows = len(await oracle(conn, WIDE))
@@ -143,10 +141,10 @@ async def test_standard_refuses_a_filtered_export_over_its_cap_and_serves_one_un
     aiohttp_client, filtered_settings, auth, conn
 ):
     client = await aiohttp_client(create_app(filtered_settings.replace(standard_max_rows=100)))
-    over = await client.get(f"/standard/things?{_query([Wanted('id', 'gt', ('50',))])}", headers=auth)
+    over = await client.get(f"/standard/things?{filtered.query([Wanted('id', 'gt', ('50',))])}", headers=auth)
     assert over.status == 413 and (await over.json())["error"] == "too_many_rows"
     under = [Wanted("$1", "eq", ("4",))]
-    response = await client.get(f"/standard/things?{_query(under)}", headers=auth)
+    response = await client.get(f"/standard/things?{filtered.query(under)}", headers=auth)
     assert response.status == 200
     assert ids_of("ndjson", await response.read()) == await oracle(conn, under)
 
@@ -204,7 +202,7 @@ async def test_a_reserved_parameter_given_twice_is_still_a_400(filtered_client, 
 
 async def test_a_filter_repeated_on_one_column_is_anded(filtered_client, auth, conn):
     wanted = [Wanted("id", "gt", ("10",)), Wanted("id", "lte", ("20",)), Wanted("id", "neq", ("15",))]
-    response = await filtered_client.get(f"/chunked/things?{_query(wanted)}", headers=auth)
+    response = await filtered_client.get(f"/chunked/things?{filtered.query(wanted)}", headers=auth)
     assert ids_of("ndjson", await response.read()) == [i for i in range(11, 21) if i != 15]
 
 
@@ -225,7 +223,7 @@ async def test_openapi_lists_a_filter_for_every_column(filtered_client, auth):
 async def test_a_filtered_resume_after_a_key_gives_the_rest(filtered_client, auth, conn):
     expected = await oracle(conn, WIDE)
     after = expected[len(expected) // 2]
-    response = await filtered_client.get(f"/chunked/things?{_query(WIDE, after=str(after))}", headers=auth)
+    response = await filtered_client.get(f"/chunked/things?{filtered.query(WIDE, after=str(after))}", headers=auth)
     assert ids_of("ndjson", await response.read()) == expected[len(expected) // 2 + 1 :]
 
 

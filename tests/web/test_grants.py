@@ -11,17 +11,8 @@ from streaming_api.web.app import create_app
 from tests.support import grants
 
 
-@pytest.fixture
-async def grants_client(aiohttp_client, grants_settings):
-    return await aiohttp_client(create_app(grants_settings))
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"JWT {token}"}
-
-
 async def _status(client, path: str, token: str, method: str = "GET") -> int:
-    async with client.request(method, path, headers=_auth(token)) as response:
+    async with client.request(method, path, headers=grants.auth(token)) as response:
         await response.read()
         return response.status
 
@@ -33,7 +24,7 @@ async def test_a_token_without_a_tables_claim_reads_every_served_table(grants_cl
 
 
 async def test_a_table_served_but_not_granted_is_a_403_naming_it(grants_client, mint):
-    response = await grants_client.get("/chunked/points", headers=_auth(mint(tables=["notes"])))
+    response = await grants_client.get("/chunked/points", headers=grants.auth(mint(tables=["notes"])))
     assert response.status == 403
     assert response.content_type == "application/json"
     body = await response.json()
@@ -42,14 +33,14 @@ async def test_a_table_served_but_not_granted_is_a_403_naming_it(grants_client, 
 
 
 async def test_a_granted_table_is_read_whole(grants_client, mint):
-    response = await grants_client.get("/chunked/notes?format=csv", headers=_auth(mint(tables=["notes"])))
+    response = await grants_client.get("/chunked/notes?format=csv", headers=grants.auth(mint(tables=["notes"])))
     assert response.status == 200
     assert (await response.read()).count(b"\n") == grants.NOTES_ROWS + 1
 
 
 @pytest.mark.parametrize("claim", [["*.*"], ["secret"], ["public.*"]])
 async def test_a_table_not_served_is_a_404_whatever_the_grant(grants_client, mint, claim):
-    response = await grants_client.get("/chunked/secret", headers=_auth(mint(tables=claim)))
+    response = await grants_client.get("/chunked/secret", headers=grants.auth(mint(tables=claim)))
     assert response.status == 404
     assert (await response.json())["error"] == "table_not_found"
 
@@ -92,7 +83,7 @@ async def test_every_way_to_a_table_not_granted_is_refused(grants_client, mint, 
 
 
 async def test_tables_lists_only_the_granted_tables(grants_client, mint):
-    response = await grants_client.get("/tables", headers=_auth(mint(tables=["notes", "audit.*"])))
+    response = await grants_client.get("/tables", headers=grants.auth(mint(tables=["notes", "audit.*"])))
     listing = await response.json()
     assert sorted(table["name"] for table in listing["tables"]) == ["audit.events", "notes"]
     # The bare endpoint's table (points) is not the token's to read.
@@ -100,13 +91,13 @@ async def test_tables_lists_only_the_granted_tables(grants_client, mint):
 
 
 async def test_tables_names_the_default_table_when_it_is_granted(grants_client, mint):
-    listing = await (await grants_client.get("/tables", headers=_auth(mint()))).json()
+    listing = await (await grants_client.get("/tables", headers=grants.auth(mint()))).json()
     assert listing["default"] == "points"
     assert {table["name"] for table in listing["tables"]} == set(grants.TABLES)
 
 
 async def test_openapi_documents_only_the_granted_tables(grants_client, mint):
-    document = await (await grants_client.get("/openapi.json", headers=_auth(mint(tables=["notes"])))).json()
+    document = await (await grants_client.get("/openapi.json", headers=grants.auth(mint(tables=["notes"])))).json()
     exports = sorted(path for path in document["paths"] if path.startswith(("/chunked", "/standard")))
     assert exports == ["/chunked/notes", "/standard/notes"]
     assert [schema.get("title") for schema in document["components"]["schemas"].values()] == ["public.notes", None]
@@ -124,13 +115,13 @@ async def test_an_empty_default_grant_reads_nothing_without_a_claim(aiohttp_clie
     client = await aiohttp_client(create_app(grants_settings.replace(default_grant=())))
     for name in grants.TABLES:
         assert await _status(client, f"/chunked/{name}?limit=1", mint()) == 403
-    listing = await (await client.get("/tables", headers=_auth(mint()))).json()
+    listing = await (await client.get("/tables", headers=grants.auth(mint()))).json()
     assert listing["tables"] == []
 
 
 @pytest.mark.parametrize("claim", [5, {"points": True}, [1, 2], ['"unclosed'], "a.b.c"])
 async def test_a_tables_claim_that_cannot_be_read_is_a_401(grants_client, mint, claim):
-    response = await grants_client.get("/chunked/points", headers=_auth(mint(tables=claim)))
+    response = await grants_client.get("/chunked/points", headers=grants.auth(mint(tables=claim)))
     assert response.status == 401
     body = await response.json()
     assert "tables claim" in body["detail"]
@@ -138,7 +129,7 @@ async def test_a_tables_claim_that_cannot_be_read_is_a_401(grants_client, mint, 
 
 async def test_a_role_claim_where_roles_are_off_is_a_403(aiohttp_client, grants_settings, mint):
     client = await aiohttp_client(create_app(grants_settings.replace(token_roles=False)))
-    response = await client.get("/chunked/points", headers=_auth(mint(role=grants.ANALYST)))
+    response = await client.get("/chunked/points", headers=grants.auth(mint(role=grants.ANALYST)))
     assert response.status == 403
     body = await response.json()
     assert body["error"] == "role_refused"
